@@ -1,0 +1,14 @@
+"""The list of nodes ComfyUI loads from this pack."""
+from __future__ import annotations
+
+from typing_extensions import override
+
+from comfy_api.latest import ComfyExtension, io
+
+from .attention_temperature import AttentionTemperatureNode
+
+
+class TokenFocusExtension(ComfyExtension):
+    @override
+    async def get_node_list(self) -> list[type[io.ComfyNode]]:
+        return [AttentionTemperatureNode]

@@ -1,0 +1,129 @@
+"""One adapter per architecture: its depth, its attention calls, and where its text tokens are.
+
+Adapters are frozen data (they live on the model clone and are deep-copied with it); the model classes are
+looked up only when a node runs, so this module imports no ComfyUI code at import time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..core.blocklist import DOUBLE, SINGLE
+from .interventions import CROSS_IMAGE, CROSS_TEXT, JOINT, SELF
+
+SUPPORTED = "Wan 2.1/2.2 (t2v, i2v, ti2v 5B, VACE, camera), HunyuanVideo, SD3/SD3.5 (MMDiT) and Flux"
+
+
+class UnsupportedModelError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What one model call's text conditioning looks like."""
+
+    text_rows: int
+    real_mask: torch.Tensor | None     # [B, text_rows] bool, True for the prompt's real tokens
+    image_tokens: int = 0              # Wan i2v: CLIP image tokens in front of the text
+
+
+@dataclass(frozen=True)
+class Adapter:
+    name: str
+    n_double: int
+    n_single: int = 0
+    kinds: frozenset = frozenset()
+
+    def inspect_inputs(self, context: torch.Tensor | None, extra: dict) -> ModelInputs:
+        rows = 0 if context is None else context.shape[1]
+        return ModelInputs(text_rows=rows, real_mask=None)
+
+    def classify(self, ctx, call_index: int) -> str | None:
+        """The kind of the n-th attention call inside a hooked block, or None for a call we don't know."""
+        raise NotImplementedError
+
+    def block_text_len(self, block: tuple, args: dict) -> int | None:
+        """How many text tokens the block's attention sees (joint models), read from the block's inputs."""
+        return None
+
+    def text_span(self, block: tuple, text_len: int, seq_len: int) -> slice | None:
+        """Where the text tokens sit in a joint attention sequence."""
+        return None
+
+
+@dataclass(frozen=True)
+class WanAdapter(Adapter):
+    i2v_cross_attention: bool = False
+
+    def inspect_inputs(self, context, extra):
+        # Wan's T5 context is zero-padded to 512 rows and carries no mask: real rows are the non-zero ones.
+        real = context.abs().amax(dim=-1) > 0 if context is not None else None
+        clip = extra.get("clip_fea")
+        image_tokens = int(clip.shape[-2]) if (clip is not None and self.i2v_cross_attention) else 0
+        return ModelInputs(text_rows=context.shape[1] if context is not None else 0, real_mask=real, image_tokens=image_tokens)
+
+    def classify(self, ctx, call_index):
+        # A Wan block calls self-attention, then (i2v) the CLIP-image cross-attention, then the text one.
+        if call_index == 0:
+            return SELF
+        if not self.i2v_cross_attention:
+            return CROSS_TEXT if call_index == 1 else None
+        if call_index == 1:
+            # Without CLIP features the "image" branch attends to the text context too.
+            return CROSS_IMAGE if ctx.plan.inputs.image_tokens else CROSS_TEXT
+        return CROSS_TEXT if call_index == 2 else None
+
+
+@dataclass(frozen=True)
+class MMDiTAdapter(Adapter):
+    def classify(self, ctx, call_index):
+        # One joint call per block; MMDiT-X blocks add an image-only self-attention.
+        return JOINT if call_index == 0 else SELF if call_index == 1 else None
+
+    def block_text_len(self, block, args):
+        return args["txt"].shape[1] if args.get("txt") is not None else None
+
+    def text_span(self, block, text_len, seq_len):
+        return slice(0, text_len)
+
+
+@dataclass(frozen=True)
+class FluxAdapter(Adapter):
+    text_first: bool = True
+
+    def classify(self, ctx, call_index):
+        return JOINT if call_index == 0 else None
+
+    def block_text_len(self, block, args):
+        return args["txt"].shape[1] if block[0] == DOUBLE else None
+
+    def text_span(self, block, text_len, seq_len):
+        return slice(0, text_len) if self.text_first else slice(seq_len - text_len, seq_len)
+
+
+def detect(model_patcher) -> Adapter:
+    """The adapter for a ModelPatcher's diffusion model, or a clear error naming what is supported."""
+    import comfy.ldm.flux.model as flux
+    import comfy.ldm.hunyuan_video.model as hunyuan
+    import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
+    import comfy.ldm.wan.model as wan
+
+    model = model_patcher.get_model_object("diffusion_model")
+    if isinstance(model, wan.WanModel):
+        if isinstance(model, getattr(wan, "WanModel_S2V", ())):
+            raise UnsupportedModelError(
+                "Wan 2.2 S2V is not supported: its blocks pass no transformer_options, so no attention hook "
+                f"can reach them. Supported: {SUPPORTED}."
+            )
+        i2v = isinstance(model.blocks[0].cross_attn, wan.WanI2VCrossAttention)
+        kinds = {SELF, CROSS_TEXT} | ({CROSS_IMAGE} if i2v else set())
+        return WanAdapter("Wan", len(model.blocks), 0, frozenset(kinds), i2v_cross_attention=i2v)
+    if isinstance(model, mmdit.MMDiT):
+        has_x_self = any(getattr(b.x_block, "x_block_self_attn", False) for b in model.joint_blocks)
+        return MMDiTAdapter("SD3 (MMDiT)", len(model.joint_blocks), 0, frozenset({JOINT} | ({SELF} if has_x_self else set())))
+    if isinstance(model, hunyuan.HunyuanVideo):
+        return FluxAdapter("HunyuanVideo", len(model.double_blocks), len(model.single_blocks), frozenset({JOINT}), text_first=False)
+    if isinstance(model, flux.Flux):
+        return FluxAdapter("Flux", len(model.double_blocks), len(model.single_blocks), frozenset({JOINT}), text_first=True)
+    raise UnsupportedModelError(f"TokenFocus does not support {type(model).__name__}. Supported: {SUPPORTED}.")

@@ -1,0 +1,140 @@
+"""The runtime's three hooks into ComfyUI, all public extension points.
+
+- `apply_model_wrapper` (WrappersMP.APPLY_MODEL): once per model call, outside any compiled region, reads the
+  sigma and decides which interventions are active; the result travels down as a plain StepPlan.
+- `BlockHook` (patches_replace["dit"][(kind, i)]): marks the block it runs in, lets interventions edit the
+  block's inputs, then calls whatever was installed there before it, or the original block.
+- `AttentionHook` (transformer_options["optimized_attention_override"]): edits q/k of the attention calls
+  inside hooked blocks, then calls the previous override, or the backend ComfyUI chose.
+- `outer_sample_wrapper` (WrappersMP.OUTER_SAMPLE): gives each sampling run fresh caches and logs what was
+  touched when it ends.
+"""
+from __future__ import annotations
+
+from .attention_call import AttentionCall
+from .state import BLOCK_KEY, CONFIG_KEY, RUN_KEY, STEP_KEY, BlockContext, RunState, StepPlan, log
+
+
+def outer_sample_wrapper(executor, *args, **kwargs):
+    guider = executor.class_obj
+    options = guider.model_options.setdefault("transformer_options", {})
+    run = RunState()
+    previous = options.get(RUN_KEY)
+    options[RUN_KEY] = run
+    try:
+        return executor(*args, **kwargs)
+    finally:
+        if previous is None:
+            options.pop(RUN_KEY, None)
+        else:
+            options[RUN_KEY] = previous
+        _log_touched(run)
+
+
+def _log_touched(run: RunState) -> None:
+    from ..core.blocklist import format_blocks
+
+    for label, (blocks, sigmas) in run.touched.items():
+        log.info(
+            "TokenFocus: %s acted on blocks %s at %d sigma(s) from %.4g to %.4g",
+            label, format_blocks(blocks), len(sigmas), max(sigmas), min(sigmas),
+        )
+
+
+def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kwargs):
+    options = transformer_options if transformer_options is not None else {}
+    config = options.get(CONFIG_KEY)
+    if config is None or STEP_KEY in options:
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+    sigma = float(t.reshape(-1)[0])
+    active = tuple(iv for iv in config.interventions if iv.steps.contains(sigma))
+    if not active:
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+    run = options.get(RUN_KEY) or RunState()
+    plan = StepPlan(
+        sigma=sigma,
+        active=active,
+        run=run,
+        inputs=config.adapter.inspect_inputs(c_crossattn, kwargs),
+        cond_or_uncond=tuple(options.get("cond_or_uncond", ())),
+    )
+    options[STEP_KEY] = plan
+    try:
+        return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
+    finally:
+        options.pop(STEP_KEY, None)
+
+
+class BlockHook:
+    """Installed on one (kind, index) block key; `inner` is whatever patch sat there before (or None)."""
+
+    def __init__(self, block: tuple, inner=None):
+        self.block = block
+        self.inner = inner
+
+    def __call__(self, args: dict, extra: dict):
+        options = args.get("transformer_options") or {}
+        plan = options.get(STEP_KEY)
+        outer = options.get(BLOCK_KEY)
+        if plan is None or (outer is not None and outer.block == self.block):
+            # Outside an active step, or a second TokenFocus hook nested under a foreign patch: pass through.
+            return self._inner(args, extra)
+        adapter = options[CONFIG_KEY].adapter
+        text_len = adapter.block_text_len(self.block, args)
+        if text_len is not None:
+            plan.scratch["text_len"] = text_len
+        else:
+            text_len = plan.scratch.get("text_len")
+        here = tuple(iv for iv in plan.active if self.block in iv.blocks)
+        if not here:
+            return self._inner(args, extra)
+        ctx = BlockContext(block=self.block, interventions=here, plan=plan, text_len=text_len)
+        for iv in here:
+            if iv.acts_on_block_inputs:
+                args = iv.edit_block_inputs(args, ctx)
+            plan.run.note_touch(iv.label, self.block, plan.sigma)
+        options[BLOCK_KEY] = ctx
+        try:
+            return self._inner(args, extra)
+        finally:
+            if outer is None:
+                options.pop(BLOCK_KEY, None)
+            else:
+                options[BLOCK_KEY] = outer
+
+    def _inner(self, args, extra):
+        if self.inner is not None:
+            return self.inner(args, extra)
+        return extra["original_block"](args)
+
+
+class AttentionHook:
+    """The attention override; `inner` is the override that was installed before it (or None)."""
+
+    def __init__(self, inner=None):
+        self.inner = inner
+
+    def __call__(self, func, *args, **kwargs):
+        options = kwargs.get("transformer_options")
+        ctx = options.get(BLOCK_KEY) if isinstance(options, dict) else None
+        if ctx is None or ctx.inside_attention or len(args) < 3:
+            return self._inner(func, args, kwargs)
+        call_index = ctx.calls
+        ctx.calls += 1
+        kind = options[CONFIG_KEY].adapter.classify(ctx, call_index)
+        if kind is None:
+            return self._inner(func, args, kwargs)
+        call = AttentionCall(kind, ctx, args, kwargs)
+        for iv in ctx.interventions:
+            if iv.acts_on_attention:
+                iv.edit_attention(call)
+        ctx.inside_attention = True
+        try:
+            return self._inner(func, tuple(call.args), call.kwargs)
+        finally:
+            ctx.inside_attention = False
+
+    def _inner(self, func, args, kwargs):
+        if self.inner is not None:
+            return self.inner(func, *args, **kwargs)
+        return func(*args, **kwargs)

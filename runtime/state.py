@@ -1,0 +1,73 @@
+"""The runtime's small state objects and the transformer_options keys they travel under.
+
+Nothing here is module-level mutable state: a config lives on the model clone, a RunState for one sampling
+run, a StepPlan for one model call, a BlockContext for one hooked block. Each is dropped when its scope ends.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+CONFIG_KEY = "tokenfocus"          # on the clone: the TokenFocusConfig
+RUN_KEY = "tokenfocus_run"         # during one sampling run: the RunState
+STEP_KEY = "tokenfocus_step"       # during one model call: the StepPlan
+BLOCK_KEY = "tokenfocus_block"     # during one hooked block: the BlockContext
+
+log = logging.getLogger("TokenFocus")
+
+
+@dataclass(frozen=True)
+class TokenFocusConfig:
+    """Everything the TokenFocus nodes added to one model clone, in the order they were applied."""
+
+    adapter: object
+    interventions: tuple = ()
+
+    def with_intervention(self, intervention) -> "TokenFocusConfig":
+        return TokenFocusConfig(self.adapter, self.interventions + (intervention,))
+
+    def blocks(self) -> frozenset:
+        return frozenset().union(*(iv.blocks for iv in self.interventions)) if self.interventions else frozenset()
+
+
+@dataclass
+class RunState:
+    """Per sampling run: caches keyed by tensor identity, what was touched, and warnings already given."""
+
+    cache: dict = field(default_factory=dict)
+    touched: dict = field(default_factory=dict)
+    warned: set = field(default_factory=set)
+
+    def note_touch(self, label: str, block, sigma: float) -> None:
+        blocks, sigmas = self.touched.setdefault(label, (set(), set()))
+        blocks.add(block)
+        sigmas.add(round(sigma, 6))
+
+    def warn_once(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            log.warning("TokenFocus: %s", message)
+
+
+@dataclass
+class StepPlan:
+    """One model call: its sigma, the interventions active at that sigma, and what the inputs look like."""
+
+    sigma: float
+    active: tuple
+    run: RunState
+    inputs: object                   # adapter-specific ModelInputs (text rows, real-token mask, ...)
+    cond_or_uncond: tuple = ()
+    scratch: dict = field(default_factory=dict)   # per-call facts found on the way (text length, ...)
+
+
+@dataclass
+class BlockContext:
+    """One hooked block call: which block, which interventions act there, and its attention call counter."""
+
+    block: tuple
+    interventions: tuple
+    plan: StepPlan
+    text_len: int | None = None
+    calls: int = 0
+    inside_attention: bool = False
