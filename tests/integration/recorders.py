@@ -1,0 +1,81 @@
+"""Test-owned patches that watch what blocks and attention calls receive, the way another pack's would.
+
+`AttentionRecorder.around(node)` puts a recording attention override and block patches on the model BEFORE
+a TokenFocus node runs (so TokenFocus must wrap them), and a second recording override AFTER it (so it wraps
+TokenFocus). For every attention call the outer record holds q/k as ComfyUI produced them and the inner
+record holds q/k as the backend receives them: their ratio is exactly what TokenFocus changed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Call:
+    block: tuple
+    index: int           # n-th attention call inside the block
+    sigma: float
+    q: torch.Tensor
+    k: torch.Tensor
+    backend: str
+
+
+class AttentionRecorder:
+    def __init__(self, n_double: int, n_single: int = 0):
+        self.blocks = [("double_block", i) for i in range(n_double)] + [("single_block", i) for i in range(n_single)]
+        self.block = None
+        self.counters = {"outer": 0, "inner": 0}
+        self.records = {"outer": [], "inner": []}
+        self.inner_runs = 0
+
+    def _block_patch(self, block):
+        def patch(args, extra):
+            self.block, self.counters = block, {"outer": 0, "inner": 0}
+            try:
+                return extra["original_block"](args)
+            finally:
+                self.block = None
+        return patch
+
+    def _override(self, where, previous):
+        def override(func, *args, **kwargs):
+            if self.block is not None:
+                sigma = float(kwargs["transformer_options"]["sigmas"].reshape(-1)[0])
+                self.records[where].append(Call(self.block, self.counters[where], sigma, args[0].detach().clone(),
+                                                args[1].detach().clone(), getattr(func, "__name__", str(func))))
+                self.counters[where] += 1
+            if where == "inner":
+                self.inner_runs += 1
+            if previous is not None:
+                return previous(func, *args, **kwargs)
+            return func(*args, **kwargs)
+        return override
+
+    def before(self, patcher):
+        """Block patches on every block and an attention override, as a pack applied earlier would."""
+        patched = patcher.clone()
+        for kind, index in self.blocks:
+            patched.set_model_patch_replace(self._block_patch((kind, index)), "dit", kind, index)
+        options = patched.model_options["transformer_options"]
+        options["optimized_attention_override"] = self._override("inner", options.get("optimized_attention_override"))
+        return patched
+
+    def after(self, patcher):
+        """An attention override added by a pack applied later, wrapping whatever is there."""
+        patched = patcher.clone()
+        options = patched.model_options["transformer_options"]
+        options["optimized_attention_override"] = self._override("outer", options.get("optimized_attention_override"))
+        return patched
+
+    def pairs(self):
+        outer, inner = self.records["outer"], self.records["inner"]
+        assert len(outer) == len(inner), "every attention call must pass both recorders"
+        for o, i in zip(outer, inner):
+            assert (o.block, o.index, o.sigma) == (i.block, i.index, i.sigma)
+        return list(zip(outer, inner))
+
+
+def scaled_by(before: torch.Tensor, after: torch.Tensor, factor: float) -> bool:
+    return torch.allclose(after, before * factor, rtol=1e-5, atol=1e-6)

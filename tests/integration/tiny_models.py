@@ -1,0 +1,298 @@
+"""Tiny random-weight instances of ComfyUI's real diffusion transformers, and a sampler for them.
+
+Each family is built the way ComfyUI builds a loaded checkpoint: its `comfy.supported_models` class with
+a unet_config shaped like the detected one (only smaller), `.get_model()`, then a
+`comfy.model_patcher.ModelPatcher`. The pack's patches therefore run through ComfyUI's own blocks,
+attention calls, conds and samplers; only the sizes and the weights are fake. Everything is float32 on
+the CPU and seeded, so a family built twice is identical and sampling is bit-reproducible.
+
+    tm = build("flux")                       # or FAMILIES["flux"]()
+    out = sample(tm, steps=3, cfg=4.0, seed=0)   # -> latent tensor
+
+Conditioning follows ComfyUI's CONDITIONING format, `[[context, {extras}]]`, with the row layout each
+real text encoder produces (`context_layout`), so tests can aim at "prompt" rows and at padding.
+Text and pooled widths are shrunk (the model classes take them as parameters); row counts are real.
+"""
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+
+from comfy_env import import_comfyui
+
+TEXT_DIM = 64  # real: 4096 (T5 / Llama); the classes take the width as a parameter
+POOLED_DIM = 32  # real: 768 (CLIP-L, Flux/Hunyuan) or 2048 (CLIP-L+G, SD3)
+CLIP_VISION_TOKENS, CLIP_VISION_DIM = 257, 1280  # fixed by WanModel's img_emb (MLPProj(1280, dim))
+PROMPT_TOKENS, NEGATIVE_TOKENS = 9, 5  # rows carrying the prompt in positive / negative
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Rows [start, stop) of a context from one encoder; the first `real` rows hold the prompt, the
+    rest is that encoder's padding."""
+    name: str
+    start: int
+    stop: int
+    real: int
+
+
+@dataclass
+class TinyModel:
+    family: str
+    patcher: object  # comfy.model_patcher.ModelPatcher
+    positive: list  # CONDITIONING: [[context, {...}]]
+    negative: list
+    latent: dict  # {"samples": tensor}, what an empty-latent node would give
+    unet_config: dict
+    model_config: object  # the comfy.supported_models instance
+    double_blocks: int  # Wan blocks, MMDiT joint blocks, Flux/Hunyuan double-stream blocks
+    single_blocks: int  # Flux/Hunyuan single-stream blocks; 0 elsewhere
+    text_len: int  # rows of the positive context
+    real_tokens: int  # prompt rows of the positive context (per encoder segment)
+    context_layout: tuple  # Segments of the positive context
+    txt_layout: tuple  # Segments of the `txt` the blocks receive (Wan i2v puts 257 CLIP rows first)
+    negative_text_len: int
+    negative_real_tokens: int
+    joint_order: str = None  # "txt_img" (SD3, Flux), "img_txt" (Hunyuan), None (Wan: cross attention)
+    x_block_layers: tuple = ()  # MMDiT-X blocks with an extra image-only self attention
+    extras: dict = field(default_factory=dict)  # per-family notes (e.g. the CLIP vision tensor)
+
+    def clone(self):
+        """A copy with its own ModelPatcher clone (shared weights), for tests that add patches."""
+        return dataclasses.replace(self, patcher=self.patcher.clone())
+
+
+# ---------------------------------------------------------------------------------------------------
+# building blocks
+
+
+def _generator(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def _randn(gen, *shape, std=1.0):
+    return torch.randn(*shape, generator=gen) * std
+
+
+def _init_weights(module, seed):
+    """Fill every weight deterministically. ComfyUI's ops skip torch's init (the weights come from a
+    checkpoint), so a fresh model holds uninitialised memory. Scales keep activations O(1) through the
+    random stack: fan-in scaled matrices, unit norms, small biases and modulation tables."""
+    gen = _generator(seed)
+    with torch.no_grad():
+        for mod_name, mod in module.named_modules():
+            is_norm = "norm" in type(mod).__name__.lower()
+            for name, p in mod.named_parameters(recurse=False):
+                if is_norm and name in ("weight", "scale"):
+                    p.fill_(1.0)
+                elif is_norm and name == "bias":
+                    p.zero_()
+                elif name == "weight" and p.ndim >= 2:
+                    p.copy_(_randn(gen, *p.shape, std=p[0].numel() ** -0.5))
+                else:  # biases, Wan's modulation tables, position embeddings
+                    p.copy_(_randn(gen, *p.shape, std=0.1))
+            for name, b in mod.named_buffers(recurse=False):
+                if name == "pos_embed":  # MMDiT registers it with torch.empty: it is a checkpoint weight
+                    b.copy_(_randn(gen, *b.shape, std=0.1))
+
+
+def _build_patcher(class_name, unet_config, seed):
+    env = import_comfyui()
+    mm = env.comfy.model_management
+    cls = getattr(env.comfy.supported_models, class_name)
+    assert cls.matches(unet_config), f"{class_name} does not match {unet_config}"
+    model_config = cls(unet_config)
+    model_config.set_inference_dtype(torch.float32, None)  # what load_diffusion_model does on a CPU
+    model = model_config.get_model({}, "")
+    _init_weights(model.diffusion_model, seed)
+    model.eval()
+    patcher = env.comfy.model_patcher.ModelPatcher(
+        model, load_device=mm.get_torch_device(), offload_device=mm.unet_offload_device()
+    )
+    return patcher, model_config
+
+
+def _text(gen, rows, real, pad):
+    """[1, rows, TEXT_DIM]: `real` random prompt rows then padding. pad="zeros": Wan's UMT5 output;
+    pad="token": rows of an encoded pad token (T5 and CLIP), nearly equal to each other."""
+    out = _randn(gen, 1, rows, TEXT_DIM)
+    if pad == "zeros":
+        out[:, real:] = 0.0
+    elif pad == "token":
+        out[:, real:] = _randn(gen, 1, 1, TEXT_DIM) + _randn(gen, 1, rows - real, TEXT_DIM, std=0.05)
+    return out
+
+
+def _cond(context, **extras):
+    return [[context, extras]]
+
+
+# ---------------------------------------------------------------------------------------------------
+# families
+
+
+def _wan(family, class_name, unet_config, channels, seed, i2v=False):
+    gen = _generator(seed + 1)
+    text_len = 512  # UMT5 context is zero-padded to 512 rows (min_length=512 in comfy/text_encoders/wan.py)
+    frames, h, w = 2, 8, 8
+    pos, neg = _text(gen, text_len, PROMPT_TOKENS, "zeros"), _text(gen, text_len, NEGATIVE_TOKENS, "zeros")
+    extra = {}
+    txt_layout = (Segment("text", 0, text_len, PROMPT_TOKENS),)
+    if i2v:
+        env = import_comfyui()
+        clip = env.comfy.clip_vision.Output()  # what CLIPVisionEncode returns; WAN21.extra_conds reads it
+        clip.penultimate_hidden_states = _randn(gen, 1, CLIP_VISION_TOKENS, CLIP_VISION_DIM)
+        # WanImageToVideo: the encoded start image, and a mask that is 0 on the frames it fixes.
+        mask = torch.ones(1, 1, frames, h, w)
+        mask[:, :, :1] = 0.0
+        extra = {
+            "clip_vision_output": clip,
+            "concat_latent_image": _randn(gen, 1, channels, frames, h, w),
+            "concat_mask": mask,
+        }
+        txt_layout = (Segment("clip_image", 0, CLIP_VISION_TOKENS, CLIP_VISION_TOKENS),
+                      Segment("text", CLIP_VISION_TOKENS, CLIP_VISION_TOKENS + text_len, PROMPT_TOKENS))
+    patcher, model_config = _build_patcher(class_name, unet_config, seed)
+    return TinyModel(
+        family=family, patcher=patcher, positive=_cond(pos, **extra), negative=_cond(neg, **extra),
+        latent={"samples": torch.zeros(1, channels, frames, h, w)},
+        unet_config=unet_config, model_config=model_config,
+        double_blocks=unet_config["num_layers"], single_blocks=0,
+        text_len=text_len, real_tokens=PROMPT_TOKENS,
+        context_layout=(Segment("text", 0, text_len, PROMPT_TOKENS),), txt_layout=txt_layout,
+        negative_text_len=text_len, negative_real_tokens=NEGATIVE_TOKENS, extras=extra,
+    )
+
+
+def _wan_config(model_type, in_dim, out_dim):
+    # Keys as comfy/model_detection.py detects them for Wan; text_dim is a WanModel parameter.
+    return {
+        "image_model": "wan2.1", "model_type": model_type, "dim": 64, "ffn_dim": 128, "num_heads": 2,
+        "num_layers": 3, "in_dim": in_dim, "out_dim": out_dim, "text_dim": TEXT_DIM,
+        "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
+        "cross_attn_norm": True, "eps": 1e-6,
+    }
+
+
+def wan21_t2v(seed=0):
+    return _wan("wan21_t2v", "WAN21_T2V", _wan_config("t2v", 16, 16), 16, seed)
+
+
+def wan21_i2v(seed=0):
+    # in_dim 36 = 16 noise + 4 mask + 16 image latent channels (model_base.WAN21.concat_cond)
+    return _wan("wan21_i2v", "WAN21_I2V", _wan_config("i2v", 36, 16), 16, seed, i2v=True)
+
+
+def wan22_ti2v_5b(seed=0):
+    # The 5B TI2V model is t2v-shaped with the 48-channel Wan 2.2 VAE latent (supported_models.WAN22_T2V).
+    return _wan("wan22_ti2v_5b", "WAN22_T2V", _wan_config("t2v", 48, 48), 48, seed)
+
+
+def _mmdit(family, x_block_layers, qk_norm, seed):
+    depth = 3  # MMDiT ties width to depth: hidden = 64 * depth, heads = depth
+    size = 16  # latent pixels; pos_embed_max_size (in patches) bounds it to 2 * 16
+    unet_config = {
+        "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": depth, "input_size": None,
+        "adm_in_channels": POOLED_DIM,
+        "context_embedder_config": {"target": "torch.nn.Linear",
+                                    "params": {"in_features": TEXT_DIM, "out_features": 64 * depth}},
+        "num_patches": size * size, "pos_embed_max_size": size, "pos_embed_scaling_factor": None,
+        "x_block_self_attn_layers": list(x_block_layers),
+    }
+    if qk_norm:
+        unet_config["qk_norm"] = "rms"
+    gen = _generator(seed + 1)
+    clip_rows, t5_rows = 77, 77  # SD3TokenizerL/G + T5 at min_length 77: cat([clip_lg, t5], rows)
+
+    def context(real):
+        return torch.cat([_text(gen, clip_rows, real, "token"), _text(gen, t5_rows, real, "token")], dim=1)
+
+    pos = _cond(context(PROMPT_TOKENS), pooled_output=_randn(gen, 1, POOLED_DIM))
+    neg = _cond(context(NEGATIVE_TOKENS), pooled_output=_randn(gen, 1, POOLED_DIM))
+    patcher, model_config = _build_patcher("SD3", unet_config, seed)
+    layout = (Segment("clip_lg", 0, clip_rows, PROMPT_TOKENS),
+              Segment("t5", clip_rows, clip_rows + t5_rows, PROMPT_TOKENS))
+    return TinyModel(
+        family=family, patcher=patcher, positive=pos, negative=neg,
+        latent={"samples": torch.zeros(1, 16, size, size)}, unet_config=unet_config, model_config=model_config,
+        double_blocks=depth, single_blocks=0, text_len=clip_rows + t5_rows, real_tokens=PROMPT_TOKENS,
+        context_layout=layout, txt_layout=layout, negative_text_len=clip_rows + t5_rows,
+        negative_real_tokens=NEGATIVE_TOKENS, joint_order="txt_img", x_block_layers=tuple(x_block_layers),
+    )
+
+
+def sd3(seed=0):
+    return _mmdit("sd3", (), False, seed)
+
+
+def sd35_medium(seed=0):
+    # SD3.5 Medium (MMDiT-X): RMS q/k norm everywhere, a second image-only attention in the first blocks.
+    return _mmdit("sd35_medium", (0, 1), True, seed)
+
+
+def _double_single(family, class_name, image_model, guidance, seed, video):
+    heads, head_dim = 2, 32  # axes_dim must sum to head_dim
+    unet_config = {
+        "image_model": image_model, "in_channels": 16, "out_channels": 16, "vec_in_dim": POOLED_DIM,
+        "context_in_dim": TEXT_DIM, "hidden_size": heads * head_dim, "mlp_ratio": 4.0, "num_heads": heads,
+        "depth": 2, "depth_single_blocks": 2, "axes_dim": [8, 12, 12], "qkv_bias": True,
+        "guidance_embed": True,
+    }
+    gen = _generator(seed + 1)
+    if video:  # HunyuanVideo: Llama hidden states cropped to the prompt, so cond and uncond differ in length
+        unet_config.update({"patch_size": [1, 2, 2], "theta": 256, "byt5": False, "meanflow": False})
+        text_len, neg_len, pad = PROMPT_TOKENS, NEGATIVE_TOKENS, None
+        latent = torch.zeros(1, 16, 2, 8, 8)
+        joint_order, segment = "img_txt", "llama"
+    else:  # Flux: T5 padded with pad tokens to min_length 256 (comfy/text_encoders/flux.py)
+        unet_config.update({"patch_size": 2, "theta": 10000})
+        text_len = neg_len = 256
+        pad = "token"
+        latent = torch.zeros(1, 16, 16, 16)
+        joint_order, segment = "txt_img", "t5"
+    pos = _cond(_text(gen, text_len, PROMPT_TOKENS, pad), pooled_output=_randn(gen, 1, POOLED_DIM),
+                guidance=guidance)
+    neg = _cond(_text(gen, neg_len, NEGATIVE_TOKENS, pad), pooled_output=_randn(gen, 1, POOLED_DIM),
+                guidance=guidance)
+    patcher, model_config = _build_patcher(class_name, unet_config, seed)
+    layout = (Segment(segment, 0, text_len, PROMPT_TOKENS),)
+    return TinyModel(
+        family=family, patcher=patcher, positive=pos, negative=neg, latent={"samples": latent},
+        unet_config=unet_config, model_config=model_config,
+        double_blocks=unet_config["depth"], single_blocks=unet_config["depth_single_blocks"],
+        text_len=text_len, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=neg_len, negative_real_tokens=NEGATIVE_TOKENS, joint_order=joint_order,
+    )
+
+
+def hunyuan_video(seed=0):
+    return _double_single("hunyuan_video", "HunyuanVideo", "hunyuan_video", 6.0, seed, video=True)
+
+
+def flux(seed=0):
+    # Built directly: comfy.sd's Flux detection hard-codes full-size widths and would not fit tiny weights.
+    return _double_single("flux", "Flux", "flux", 3.5, seed, video=False)
+
+
+FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux)}
+
+
+def build(family, seed=0):
+    """A fresh TinyModel of `family` (a key of FAMILIES); `seed` picks the weights and the conds."""
+    return FAMILIES[family](seed)
+
+
+def sample(model, positive=None, negative=None, latent=None, steps=3, cfg=4.0, seed=0, sampler="euler",
+           scheduler="simple", denoise=1.0):
+    """Sample through ComfyUI's KSampler path (nodes.common_ksampler) and return the output latent.
+
+    `model` is a TinyModel (its own conds and latent are the defaults) or a bare ModelPatcher. The
+    default cfg > 1 makes every step evaluate both cond and uncond."""
+    env = import_comfyui()
+    patcher = getattr(model, "patcher", model)
+    positive = model.positive if positive is None else positive
+    negative = model.negative if negative is None else negative
+    latent = model.latent if latent is None else latent
+    (out,) = env.nodes.common_ksampler(patcher, seed, steps, cfg, sampler, scheduler, positive, negative,
+                                       latent, denoise=denoise)
+    return out["samples"]
