@@ -1,0 +1,148 @@
+"""Givens rotations and Residual Alignment."""
+import math
+
+import pytest
+import torch
+
+from tokenfocus.core.rotation import align_residual, givens_rotate
+from tokenfocus.core.spacing import principal_basis
+
+
+def _plane(d, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(d, 2, generator=g))
+    return q[:, 0], q[:, 1]
+
+
+def _vectors(n, d, seed=1):
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("theta", [0.3, -1.1, math.pi / 2, 2.9])
+def test_givens_preserves_norms_and_inner_products(theta):
+    u, w = _plane(32)
+    x = _vectors(20, 32)
+    y = givens_rotate(x, u, w, theta)
+    torch.testing.assert_close(y.norm(dim=-1), x.norm(dim=-1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y @ y.T, x @ x.T, rtol=1e-5, atol=1e-4)
+    assert (y - x).abs().max() > 1e-2
+
+
+def test_givens_fixes_vectors_orthogonal_to_the_plane():
+    u, w = _plane(32)
+    x = _vectors(20, 32)
+    x_perp = x - (x @ u)[:, None] * u - (x @ w)[:, None] * w
+    torch.testing.assert_close(givens_rotate(x_perp, u, w, 1.2), x_perp, rtol=0, atol=1e-6)
+
+
+def test_givens_turns_u_towards_w():
+    u, w = _plane(16)
+    torch.testing.assert_close(givens_rotate(u, u, w, math.pi / 2), w, rtol=0, atol=1e-6)
+    torch.testing.assert_close(givens_rotate(w, u, w, math.pi / 2), -u, rtol=0, atol=1e-6)
+    theta = 0.4
+    expected = math.cos(theta) * u + math.sin(theta) * w
+    torch.testing.assert_close(givens_rotate(u, u, w, theta), expected, rtol=0, atol=1e-6)
+
+
+def test_givens_theta_zero_is_the_identity():
+    u, w = _plane(16)
+    x = _vectors(5, 16)
+    assert torch.equal(givens_rotate(x, u, w, 0.0), x)
+    xb = x.to(torch.bfloat16)
+    assert torch.equal(givens_rotate(xb, u, w, torch.tensor(0.0)), xb)
+
+
+def test_givens_per_row_angles_and_dtype():
+    u, w = _plane(16)
+    x = _vectors(3, 16)
+    thetas = torch.tensor([0.0, 0.5, -0.5])
+    y = givens_rotate(x, u, w, thetas)
+    for i in range(3):
+        torch.testing.assert_close(y[i], givens_rotate(x[i], u, w, float(thetas[i])))
+    assert givens_rotate(x.half(), u, w, 0.5).dtype == torch.float16
+
+
+def _tokens(L=24, d=48, seed=0):
+    """Tokens with distinct centred singular values, so the principal directions are well defined."""
+    g = torch.Generator().manual_seed(seed)
+    spectrum = torch.tensor([10.0, 7.0, 5.0, 3.0, 2.0, 1.4, 1.0, 0.7], dtype=torch.float64)
+    u = torch.randn(L, len(spectrum), generator=g, dtype=torch.float64)
+    u, _ = torch.linalg.qr(u - u.mean(0, keepdim=True))
+    v, _ = torch.linalg.qr(torch.randn(d, len(spectrum), generator=g, dtype=torch.float64))
+    mean = 2.0 * torch.randn(1, d, generator=g, dtype=torch.float64)
+    return ((u * spectrum) @ v.T + mean).float()
+
+
+def _semantic(d=48, seed=5):
+    return torch.randn(d, generator=torch.Generator().manual_seed(seed))
+
+
+def _residual_unit(basis, k, s):
+    vk = basis.directions[:, :k]
+    s_res = s - vk @ (vk.T @ s)
+    return s_res / s_res.norm()
+
+
+@pytest.mark.parametrize("k", [0, 2, 4])
+@pytest.mark.parametrize("strength", [0.3, 1.0])
+def test_alignment_keeps_mean_principal_part_and_centred_geometry(k, strength):
+    x = _tokens()
+    basis = principal_basis(x)
+    out = align_residual(x, basis, k, _semantic(), strength)
+    torch.testing.assert_close(out.mean(0), x.mean(0), rtol=0, atol=1e-5)
+    xc, oc = x - x.mean(0), out - out.mean(0)
+    vk = basis.directions[:, :k]
+    torch.testing.assert_close(oc @ vk, xc @ vk, rtol=0, atol=1e-5)
+    torch.testing.assert_close(oc.norm(dim=1), xc.norm(dim=1), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(oc @ oc.T, xc @ xc.T, rtol=1e-5, atol=1e-4)
+    assert (out - x).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("k", [0, 2, 4])
+def test_full_strength_aligns_the_first_residual_direction_with_the_semantic_direction(k):
+    x = _tokens()
+    s = _semantic()
+    basis = principal_basis(x)
+    s_r = _residual_unit(basis, k, s)
+    assert abs(torch.dot(basis.directions[:, k], s_r)) < 0.9  # not aligned to begin with
+    new_basis = principal_basis(align_residual(x, basis, k, s, 1.0))
+    assert abs(torch.dot(new_basis.directions[:, k], s_r)) > 1 - 1e-5
+    # The principal directions and the spectrum stay as they were.
+    cos_top = (new_basis.directions[:, :k] * basis.directions[:, :k]).sum(0).abs()
+    torch.testing.assert_close(cos_top, torch.ones(k), rtol=0, atol=1e-5)
+    torch.testing.assert_close(new_basis.singular_values, basis.singular_values, rtol=1e-5, atol=1e-5)
+
+
+def test_strength_scales_the_angle():
+    x = _tokens()
+    s = _semantic()
+    basis = principal_basis(x)
+    k = 2
+    s_r = _residual_unit(basis, k, s)
+    before = math.acos(abs(torch.dot(basis.directions[:, k], s_r).item()))
+    new_basis = principal_basis(align_residual(x, basis, k, s, 0.5))
+    after = math.acos(min(1.0, abs(torch.dot(new_basis.directions[:, k], s_r).item())))
+    assert after == pytest.approx(before / 2, abs=1e-4)
+
+
+def test_nothing_to_align_returns_the_input_object():
+    x = _tokens()
+    basis = principal_basis(x)
+    s = _semantic()
+    assert align_residual(x, basis, 2, s, 0.0) is x
+    assert align_residual(x, basis, basis.rank, s, 1.0) is x  # no residual direction left
+    assert align_residual(x, basis, 2, torch.zeros(48), 1.0) is x
+    in_principal_span = basis.directions[:, :2] @ torch.tensor([0.6, -0.8])
+    assert align_residual(x, basis, 2, in_principal_span, 1.0) is x
+    r1 = basis.directions[:, 2]
+    assert align_residual(x, basis, 2, 3.0 * r1, 1.0) is x
+    assert align_residual(x, basis, 2, -r1 + basis.directions[:, 0], 1.0) is x  # parallel once residual
+
+
+def test_alignment_in_half_precision():
+    x = _tokens().to(torch.bfloat16)
+    basis = principal_basis(x)
+    out = align_residual(x, basis, 2, _semantic().to(torch.bfloat16), 1.0)
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+    ref = align_residual(x.float(), principal_basis(x.float()), 2, _semantic().to(torch.bfloat16), 1.0)
+    torch.testing.assert_close(out, ref.to(torch.bfloat16), rtol=0, atol=0)
