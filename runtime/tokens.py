@@ -1,0 +1,328 @@
+"""Which rows of the conditioning tensor hold which prompt tokens, per text-encoder layout.
+
+The prompt is tokenized exactly as CLIPTextEncode does (`clip.tokenize(text)`, with word ids so that real
+tokens are told from start/end/padding), and the token streams are laid out as the text encoder lays out
+its output. ComfyUI is never imported here: everything is read off the CLIP object handed in.
+
+Layouts (ComfyUI v0.3.64):
+  umt5xxl  Wan 2.x: the umT5 stream is the context, one row per token, no start token, '</s>', then zero
+           padding to 512 rows (text_encoders/wan.py:14, sd1_clip.py:613-621, zeroed at sd1_clip.py:271).
+  t5xxl    Flux: the context is the T5 stream alone (end token, padding to 256); CLIP-L only gives the pooled
+           vector (text_encoders/flux.py:12, 49-55).
+  sd3      SD3/SD3.5: CLIP-L and CLIP-G rows side by side (77 per chunk, padded to 4096 wide), then the T5
+           rows (padded to 77) (text_encoders/sd3_clip.py:35-37, 110-141). The prompt is in both segments.
+  llama    HunyuanVideo: the prompt is formatted into a system template, and only the user part survives:
+           from after '<|end_header_id|>' '\\n\\n' to the '<|eot_id|>' inclusive (hunyuan_video.py:98-131).
+"""
+from __future__ import annotations
+
+import json
+import numbers
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..core.importance import (
+    BYTE_BPE, CLIP_BPE, EMBEDDING_LABEL, PAD_LABEL, SENTENCEPIECE, TokenWeights, align_table, combine,
+    density_weights, find_phrase, load_table, log_rank_rarity, parse_weight_spec,
+)
+
+ENCODERS = {
+    "umt5xxl": "Wan 2.1/2.2 (umT5-XXL)",
+    "t5xxl": "Flux (T5-XXL)",
+    "sd3": "SD3/SD3.5 (CLIP-L/G + T5-XXL)",
+    "llama": "HunyuanVideo (LLaMA)",
+}
+
+# The token streams clip.tokenize returns identify the layout (HiDream's {g, l, t5xxl, llama} does not match).
+_LAYOUT_BY_STREAMS = {
+    frozenset({"umt5xxl"}): "umt5xxl",
+    frozenset({"l", "t5xxl"}): "t5xxl",
+    frozenset({"g", "l", "t5xxl"}): "sd3",
+    frozenset({"l", "llama"}): "llama",
+}
+_SUB_TOKENIZER_ATTR = {"l": "clip_l", "g": "clip_g", "t5xxl": "t5xxl", "llama": "llama"}
+
+# LLaMA-3 ids HunyuanVideoClipModel looks for when it cuts the prompt out of its template.
+_HEADER_START, _USER, _HEADER_END, _EOT, _DOUBLE_NEWLINE = 128006, 882, 128007, 128009, 271
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One tokenizer's stream as it lands in the context, from row `offset` on."""
+
+    stream: str          # key in clip.tokenize's output: "t5xxl", "l", ...
+    offset: int
+    ids: tuple           # token id per row; None for an embedding row
+    labels: tuple[str, ...]
+    real: tuple[bool, ...]
+    style: str           # piece convention (core.importance.PIECE_STYLES)
+    tokenizer: object    # the ComfyUI SDTokenizer that produced the stream
+
+    def rows(self, local_rows):
+        return [self.offset + i for i in local_rows]
+
+
+@dataclass(frozen=True)
+class ContextLayout:
+    encoder: str
+    n_rows: int
+    segments: tuple[Segment, ...]
+
+    @property
+    def labels(self) -> list[str]:
+        return self._per_row("labels", PAD_LABEL)
+
+    @property
+    def real(self) -> list[bool]:
+        return self._per_row("real", False)
+
+    def _per_row(self, field, fill):
+        out = [fill] * self.n_rows
+        for seg in self.segments:
+            out[seg.offset:seg.offset + len(seg.ids)] = getattr(seg, field)
+        return out
+
+
+# ---------------------------------------------------------------- layout
+
+def context_layout(clip, text: str) -> ContextLayout:
+    streams = clip.tokenize(text, return_word_ids=True)
+    encoder = _LAYOUT_BY_STREAMS.get(frozenset(streams))
+    if encoder is None:
+        supported = "; ".join(f"{name}: {what}" for name, what in ENCODERS.items())
+        raise ValueError(
+            f"Token Importance does not know how this CLIP lays out its tokens (streams {sorted(streams)}). "
+            f"Supported text encoders: {supported}"
+        )
+    tok = clip.tokenizer
+    if encoder == "umt5xxl":
+        sub = getattr(tok, getattr(tok, "clip", "clip_umt5xxl"))  # SD1Tokenizer keeps it as 'clip_umt5xxl'
+        seg = _segment("umt5xxl", 0, _stream_rows(streams["umt5xxl"], sub), SENTENCEPIECE, sub)
+        return ContextLayout(encoder, len(seg.ids), (seg,))
+    if encoder == "t5xxl":
+        seg = _segment("t5xxl", 0, _stream_rows(streams["t5xxl"], tok.t5xxl), SENTENCEPIECE, tok.t5xxl)
+        return ContextLayout(encoder, len(seg.ids), (seg,))
+    if encoder == "sd3":
+        return _sd3_layout(clip, streams)
+    return _llama_layout(tok, streams)
+
+
+def _segment(stream, offset, rows, style, sub) -> Segment:
+    ids, labels, real = rows
+    return Segment(stream, offset, tuple(ids), tuple(labels), tuple(real), style, sub)
+
+
+def _stream_rows(chunks, sub):
+    """(ids, labels, real) for a stream of chunks of (token, weight, word id), in context order.
+
+    Word id 0 marks what the tokenizer added (sd1_clip.py:576-621): the start token, the end token, then
+    padding. Long CLIP prompts come in several 77-token chunks, which the encoder concatenates (sd1_clip.py:68).
+    """
+    ids, labels, real = [], [], []
+    for chunk in chunks:
+        ended = False
+        for pos, (token, _weight, word) in enumerate(chunk):
+            is_id = isinstance(token, numbers.Integral)
+            ids.append(int(token) if is_id else None)
+            if word > 0:
+                real.append(True)
+                labels.append(sub.inv_vocab.get(int(token), f"<{int(token)}>") if is_id else EMBEDDING_LABEL)
+                continue
+            real.append(False)
+            special = is_id and not ended and (
+                (pos == 0 and token == sub.start_token) or token == sub.end_token)
+            ended = ended or (is_id and token == sub.end_token)
+            labels.append(sub.inv_vocab.get(token, f"<{token}>") if special else PAD_LABEL)
+    return ids, labels, real
+
+
+def _sd3_layout(clip, streams) -> ContextLayout:
+    """SD3ClipModel.encode_token_weights: rows = [CLIP-L|G rows cut to the shorter of the two] + [T5 rows].
+
+    A checkpoint may lack any of the three encoders (sd3_clip.py:63-81); the model on the CLIP says which.
+    """
+    tok = clip.tokenizer
+    model = getattr(clip, "cond_stage_model", None)
+    has = {name: model is None or getattr(model, name, None) is not None for name in ("clip_l", "clip_g", "t5xxl")}
+    segments, offset = [], 0
+    clip_streams = [(s, tok.clip_l if s == "l" else tok.clip_g) for s, on in (("l", has["clip_l"]), ("g", has["clip_g"])) if on]
+    if clip_streams:
+        rows = [_stream_rows(streams[s], sub) for s, sub in clip_streams]
+        cut = min(len(r[0]) for r in rows)
+        ids, labels, real = rows[0]  # L and G use the same BPE, so their real tokens coincide
+        stream, sub = clip_streams[0]
+        segments.append(_segment(stream, 0, (ids[:cut], labels[:cut], real[:cut]), CLIP_BPE, sub))
+        offset = cut
+    if has["t5xxl"]:
+        segments.append(_segment("t5xxl", offset, _stream_rows(streams["t5xxl"], tok.t5xxl), SENTENCEPIECE, tok.t5xxl))
+        offset += len(segments[-1].ids)
+    if not segments:
+        return ContextLayout("sd3", 77, ())  # the model returns 77 zero rows (sd3_clip.py:143-144)
+    return ContextLayout("sd3", offset, tuple(segments))
+
+
+def llama_prompt_span(ids) -> tuple[int, int | None, int]:
+    """(start, stop, first_prompt_row) of the rows HunyuanVideoClipModel keeps, as a Python slice of ids.
+
+    Its rule (hunyuan_video.py:104-131): after the last '<|start_header_id|> user <|end_header_id|>',
+    keep up to the first '<|eot_id|>' inclusive (or drop the last row if there is none), and skip the
+    '\\n\\n' token that follows the header. first_prompt_row is the first row after the header itself.
+    """
+    start, stop, header_end = 0, None, None
+    for i, token in enumerate(ids):
+        if token == _HEADER_START and list(ids[i + 1:i + 3]) == [_USER, _HEADER_END]:
+            start, stop, header_end = i + 2, -1, i + 2
+        if token == _EOT and stop == -1:
+            stop = i + 1
+    if len(ids) > start + 2 and ids[start + 1] == _DOUBLE_NEWLINE:
+        start += 2
+    first_prompt = start if header_end is None else max(start, header_end + 1)
+    return start, stop, first_prompt
+
+
+def _llama_layout(tok, streams) -> ContextLayout:
+    chunks = streams["llama"]
+    if any(isinstance(entry[0], dict) for chunk in chunks for entry in chunk):
+        raise ValueError("Token Importance does not support image embeddings in the LLaMA prompt "
+                         "(HunyuanVideo image-to-video); use a text-only prompt")
+    ids, labels, real = _stream_rows(chunks[:1], tok.llama)  # the model crops the first chunk only
+    start, stop, first_prompt = llama_prompt_span(ids)
+    kept = range(len(ids))[start:stop]
+    real = [real[i] and i >= first_prompt and ids[i] != _EOT for i in kept]
+    rows = ([ids[i] for i in kept], [labels[i] for i in kept], real)
+    seg = _segment("llama", 0, rows, BYTE_BPE, tok.llama)
+    return ContextLayout("llama", len(seg.ids), (seg,))
+
+
+def token_rows(clip, text: str) -> tuple[list[str], list[bool], str]:
+    """(label per context row, real-token mask, encoder name) for the conditioning this CLIP makes of text."""
+    layout = context_layout(clip, text)
+    return layout.labels, layout.real, layout.encoder
+
+
+# ---------------------------------------------------------------- phrases
+
+def phrase_pieces(phrase: str, sub) -> list[str]:
+    """The phrase as pieces of the same ComfyUI tokenizer, without the start/end tokens it adds."""
+    ids = sub.tokenizer(phrase)["input_ids"]
+    ids = ids[sub.tokens_start:-1 if sub.tokenizer_adds_end_token else None]  # as sd1_clip.py:569-573 does
+    return [sub.inv_vocab.get(i, f"<{i}>") for i in ids]
+
+
+def locate_phrase(pieces, real, phrase: str, sub, style: str) -> list[list[int]]:
+    """Row lists, one per occurrence of the phrase (as whole words, any case) in the real rows."""
+    return find_phrase(pieces, real, phrase_pieces(phrase, sub), style)
+
+
+def locate_in_layout(layout: ContextLayout, phrase: str) -> list[list[int]]:
+    found = []
+    for seg in layout.segments:
+        for rows in locate_phrase(seg.labels, seg.real, phrase, seg.tokenizer, seg.style):
+            found.append(seg.rows(rows))
+    return found
+
+
+def _missing_phrase_error(phrase: str, layout: ContextLayout) -> ValueError:
+    shown = []
+    for seg in layout.segments:
+        tokens = [label for label, r in zip(seg.labels, seg.real) if r]
+        more = f" … (+{len(tokens) - 80})" if len(tokens) > 80 else ""
+        shown.append(f"  {seg.stream}: {' '.join(tokens[:80]) or '(none)'}{more}")
+    return ValueError(f"Token Importance: '{phrase}' is not in the prompt (whole words, any case). "
+                      f"The prompt's tokens:\n" + "\n".join(shown))
+
+
+# ---------------------------------------------------------------- rarity from the tokenizer itself
+
+_RANKS = weakref.WeakKeyDictionary()
+
+
+def piece_ranks(hf_tokenizer) -> tuple[list[int], int]:
+    """(frequency rank per token id, vocabulary size). SentencePiece unigram models store a log-probability
+    per piece (higher = more frequent); BPE vocabularies (CLIP, LLaMA) are numbered in merge order, which
+    follows pair frequency, so the id itself is the rank."""
+    try:
+        return _RANKS[hf_tokenizer]
+    except (KeyError, TypeError):
+        pass
+    scores = _piece_scores(hf_tokenizer)
+    if scores is None:
+        size = len(hf_tokenizer.get_vocab())
+        ranks = None  # identity: looked up as the id itself
+    else:
+        order = sorted(range(len(scores)), key=lambda i: -scores[i])
+        ranks = [0] * len(scores)
+        for rank, i in enumerate(order):
+            ranks[i] = rank
+        size = len(scores)
+    result = (ranks, size)
+    try:
+        _RANKS[hf_tokenizer] = result
+    except TypeError:
+        pass
+    return result
+
+
+def _piece_scores(hf_tokenizer):
+    processor = getattr(hf_tokenizer, "tokenizer", None)  # ComfyUI's SPieceTokenizer wraps a processor
+    if processor is not None and hasattr(processor, "get_score"):
+        return [processor.get_score(i) for i in range(processor.get_piece_size())]
+    backend = getattr(hf_tokenizer, "backend_tokenizer", None)  # transformers fast tokenizers (T5)
+    if backend is not None:
+        model = json.loads(backend.to_str()).get("model", {})
+        if model.get("type") == "Unigram":
+            return [float(score) for _piece, score in model["vocab"]]
+    return None
+
+
+def segment_rarity(seg: Segment) -> list[float]:
+    ranks, size = piece_ranks(seg.tokenizer.tokenizer)
+    out = []
+    for token, is_real in zip(seg.ids, seg.real):
+        if not is_real or token is None:
+            out.append(0.0)
+        else:
+            rank = token if ranks is None else (ranks[token] if token < len(ranks) else size)
+            out.append(log_rank_rarity(rank, size))
+    return out
+
+
+# ---------------------------------------------------------------- the node's one call
+
+def build_token_weights(clip, text: str, named_spec: str = "", use_density: bool = False, table=None,
+                        *, low: float = 0.5, high: float = 2.0) -> TokenWeights:
+    """Token weights for the conditioning `clip` makes of `text`, one per context row.
+
+    named_spec: 'sunflower:2, red hat:1.5' (core.importance.parse_weight_spec); every occurrence, in every
+    segment, is weighted; a phrase found nowhere is a ValueError listing the prompt's tokens.
+    use_density: multiply in the automatic semantic-density estimate, range [low, high].
+    table: a TokenWeights or the path of a table saved by save_table for this same prompt and encoder.
+    Sources multiply (core.importance.combine); padding and special rows stay 1.
+    """
+    layout = context_layout(clip, text)
+    labels, real = layout.labels, layout.real
+
+    named = []
+    for phrase, weight in parse_weight_spec(named_spec):
+        occurrences = locate_in_layout(layout, phrase)
+        if not occurrences:
+            raise _missing_phrase_error(phrase, layout)
+        named.extend((rows, weight) for rows in occurrences)
+
+    density = None
+    if use_density:
+        density = [1.0] * layout.n_rows
+        for seg in layout.segments:
+            seg_weights = density_weights(seg.labels, segment_rarity(seg), style=seg.style, real=seg.real,
+                                          low=low, high=high)
+            density[seg.offset:seg.offset + len(seg_weights)] = seg_weights
+
+    table_weights = None
+    if table is not None:
+        if isinstance(table, (str, Path)):
+            table = load_table(table)
+        table_weights = align_table(table, labels, real, layout.encoder)
+
+    weights = combine(real, density=density, named=named, table=table_weights)
+    return TokenWeights(labels=labels, weights=weights, real=real, encoder=layout.encoder, prompt=text)
