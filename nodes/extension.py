@@ -6,9 +6,10 @@ from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
 from .attention_temperature import AttentionTemperatureNode
+from .tora import ResidualAlignmentNode, TokenSpacingNode
 
 
 class TokenFocusExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [AttentionTemperatureNode]
+        return [AttentionTemperatureNode, TokenSpacingNode, ResidualAlignmentNode]

@@ -28,8 +28,21 @@ class ModelInputs:
     image_tokens: int = 0              # Wan i2v: CLIP image tokens in front of the text
 
 
+@dataclass
+class TextView:
+    """The text tokens one block receives, which of them are real, and how to hand back edited ones."""
+
+    tokens: torch.Tensor                # [B, T, d]
+    real: torch.Tensor | None           # [B, T] bool, None = all real
+    put: object                         # callable(new_tokens) -> new block args
+
+
 @dataclass(frozen=True)
 class Adapter:
+    # True where the text tokens are the same in every block and every step (Wan's cross-attention
+    # context): edits of them are computed once per run and reused.
+    static_text = False
+
     name: str
     n_double: int
     n_single: int = 0
@@ -51,9 +64,14 @@ class Adapter:
         """Where the text tokens sit in a joint attention sequence."""
         return None
 
+    def text_view(self, block: tuple, args: dict, ctx) -> TextView | None:
+        """The block's text tokens, or None where this block carries none we can find."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True)
 class WanAdapter(Adapter):
+    static_text = True
     i2v_cross_attention: bool = False
 
     def inspect_inputs(self, context, extra):
@@ -74,9 +92,54 @@ class WanAdapter(Adapter):
             return CROSS_IMAGE if ctx.plan.inputs.image_tokens else CROSS_TEXT
         return CROSS_TEXT if call_index == 2 else None
 
+    def text_view(self, block, args, ctx):
+        # Every Wan block gets the same context: (i2v) 257 CLIP image rows, then the text rows.
+        context = args["txt"]
+        skip = ctx.plan.inputs.image_tokens
+
+        def put(new_text):
+            edited = dict(args)
+            edited["txt"] = torch.cat([context[:, :skip], new_text], dim=1) if skip else new_text
+            return edited
+
+        return TextView(context[:, skip:] if skip else context, ctx.plan.inputs.real_mask, put)
+
+
+class _JointTextViews:
+    """Joint-attention models: `txt` in double/joint blocks, a slice of the joint sequence in single blocks."""
+
+    def text_view(self, block, args, ctx):
+        if block[0] == DOUBLE:
+            if args.get("txt") is None:
+                return None
+
+            def put_txt(new_text):
+                edited = dict(args)
+                edited["txt"] = new_text
+                return edited
+
+            return TextView(args["txt"], self.real_mask(args, ctx, args["txt"].shape[1]), put_txt)
+        if ctx.text_len is None:
+            return None
+        sequence = args["img"]
+        span = self.text_span(block, ctx.text_len, sequence.shape[1])
+
+        def put_slice(new_text):
+            edited = dict(args)
+            edited["img"] = torch.cat([sequence[:, : span.start], new_text, sequence[:, span.stop :]], dim=1)
+            return edited
+
+        return TextView(sequence[:, span], self.real_mask(args, ctx, ctx.text_len), put_slice)
+
+    def real_mask(self, args, ctx, rows):
+        inputs = ctx.plan.inputs
+        if inputs.real_mask is not None and inputs.real_mask.shape[1] == rows:
+            return inputs.real_mask
+        return None
+
 
 @dataclass(frozen=True)
-class MMDiTAdapter(Adapter):
+class MMDiTAdapter(_JointTextViews, Adapter):
     def classify(self, ctx, call_index):
         # One joint call per block; MMDiT-X blocks add an image-only self-attention.
         return JOINT if call_index == 0 else SELF if call_index == 1 else None
@@ -89,7 +152,7 @@ class MMDiTAdapter(Adapter):
 
 
 @dataclass(frozen=True)
-class FluxAdapter(Adapter):
+class FluxAdapter(_JointTextViews, Adapter):
     text_first: bool = True
 
     def classify(self, ctx, call_index):

@@ -88,7 +88,7 @@ class BlockHook:
         here = tuple(iv for iv in plan.active if self.block in iv.blocks)
         if not here:
             return self._inner(args, extra)
-        ctx = BlockContext(block=self.block, interventions=here, plan=plan, text_len=text_len)
+        ctx = BlockContext(block=self.block, interventions=here, plan=plan, adapter=adapter, text_len=text_len)
         for iv in here:
             if iv.acts_on_block_inputs:
                 args = iv.edit_block_inputs(args, ctx)

@@ -60,6 +60,13 @@ class StepPlan:
     cond_or_uncond: tuple = ()
     scratch: dict = field(default_factory=dict)   # per-call facts found on the way (text length, ...)
 
+    def uncond_samples(self, batch: int) -> list[bool]:
+        """Per sample of the batch: True where it belongs to an uncond chunk (ComfyUI: 1 = uncond)."""
+        if not self.cond_or_uncond or batch % len(self.cond_or_uncond):
+            return [False] * batch
+        per_chunk = batch // len(self.cond_or_uncond)
+        return [self.cond_or_uncond[i // per_chunk] == 1 for i in range(batch)]
+
 
 @dataclass
 class BlockContext:
@@ -68,6 +75,7 @@ class BlockContext:
     block: tuple
     interventions: tuple
     plan: StepPlan
+    adapter: object
     text_len: int | None = None
     calls: int = 0
     inside_attention: bool = False

@@ -79,3 +79,39 @@ class AttentionRecorder:
 
 def scaled_by(before: torch.Tensor, after: torch.Tensor, factor: float) -> bool:
     return torch.allclose(after, before * factor, rtol=1e-5, atol=1e-6)
+
+
+class BlockInputRecorder:
+    """Block patches that record a block's `txt` (or joint sequence) as it arrives, one before a TokenFocus
+    node (seeing what TokenFocus hands the block) and one after it (seeing what ComfyUI hands TokenFocus)."""
+
+    def __init__(self, blocks):
+        self.blocks = list(blocks)
+        self.records = {"outer": [], "inner": []}
+
+    def _patch(self, where, block, previous):
+        def patch(args, extra):
+            tokens = args["txt"] if args.get("txt") is not None else args["img"]
+            options = args["transformer_options"]
+            self.records[where].append((block, float(options["sigmas"].reshape(-1)[0]),
+                                        tuple(options["cond_or_uncond"]), tokens.detach().clone()))
+            return previous(args, extra) if previous is not None else extra["original_block"](args)
+        return patch
+
+    def _install(self, patcher, where):
+        patched = patcher.clone()
+        existing = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
+        for kind, index in self.blocks:
+            patched.set_model_patch_replace(self._patch(where, (kind, index), existing.get((kind, index))), "dit", kind, index)
+        return patched
+
+    def before(self, patcher):
+        return self._install(patcher, "inner")
+
+    def after(self, patcher):
+        return self._install(patcher, "outer")
+
+    def pairs(self):
+        outer, inner = self.records["outer"], self.records["inner"]
+        assert len(outer) == len(inner)
+        return [(o[0], o[1], o[2], o[3], i[3]) for o, i in zip(outer, inner)]

@@ -6,7 +6,7 @@ import pytest
 
 from comfy_env import REPO_ROOT
 
-NODE_IDS = {"TokenFocus_AttentionTemperature"}
+NODE_IDS = {"TokenFocus_AttentionTemperature", "TokenFocus_TokenSpacing", "TokenFocus_ResidualAlignment"}
 
 
 @pytest.fixture(scope="module")

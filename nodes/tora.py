@@ -1,0 +1,123 @@
+"""Token Spacing and Residual Alignment (TORA), reconstructed from the paper's description."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..core.spacing import MODES
+from ..runtime.text_edits import ResidualAlignment, TokenSpacing
+from .common import CATEGORY, Target, block_and_step_inputs, finish, report_output
+
+RECONSTRUCTED = (
+    "Reconstructed from the paper's description (TORA, 'Rare Text Semantics Were Always There in Your "
+    "Diffusion Transformer', NeurIPS 2025; no code was published)."
+)
+PADDING_NOTE = {
+    "Wan": "real tokens: the non-zero rows of the T5 context (its padding is zeros and stays untouched)",
+    "HunyuanVideo": "real tokens: all text rows (ComfyUI crops HunyuanVideo's text to the prompt)",
+    "SD3 (MMDiT)": "real tokens: all text rows (ComfyUI gives SD3 no T5 mask, so pad-token rows count as text)",
+    "Flux": "real tokens: all text rows (ComfyUI gives Flux no T5 mask, so pad-token rows count as text)",
+}
+K_TOOLTIP = (
+    "How many principal directions count as 'semantic': auto = the elbow of the singular values (maximum "
+    "distance to the chord), fixed = fixed_k, all = every direction (Token Spacing then is the plain variance "
+    "scale-up mean + sigma*(z - mean))."
+)
+
+
+def _k_inputs(modes):
+    return [
+        io.Combo.Input("k_mode", options=list(modes), default="auto", tooltip=K_TOOLTIP),
+        io.Int.Input("fixed_k", default=8, min=1, max=4096, tooltip="k when k_mode is fixed (capped at the tokens' rank)."),
+    ]
+
+
+class TokenSpacingNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TokenFocus_TokenSpacing",
+            display_name="Token Spacing (TORA)",
+            category=CATEGORY,
+            description=(
+                "Surfaces rare prompt words: at the input of every selected text-conditioning block, scales the "
+                "spread of the prompt's text tokens along their top-k principal directions by sigma (mean and the "
+                "other directions unchanged), so rare concepts stop collapsing onto common ones. " + RECONSTRUCTED
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to patch. A patched clone is returned."),
+                io.Float.Input(
+                    "sigma", default=1.3, min=0.5, max=3.0, step=0.01, display_mode=io.NumberDisplay.slider,
+                    tooltip="Spread factor along the top-k directions. 1.0 = off; the paper uses 1.3 (below 1 "
+                    "collapses semantics, above ~1.5 adds noise).",
+                ),
+                *_k_inputs(MODES),
+                *block_and_step_inputs(blocks="all", start=0.0, end=1.0),
+                io.Combo.Input(
+                    "apply_to", options=["cond and uncond", "cond only"], default="cond and uncond",
+                    tooltip="Space the negative prompt's tokens too (the paper's setting) or only the positive prompt's.",
+                ),
+            ],
+            outputs=[io.Model.Output(), report_output()],
+        )
+
+    @classmethod
+    def execute(cls, model, sigma, k_mode, fixed_k, blocks, start_percent, end_percent, apply_to="cond and uncond") -> io.NodeOutput:
+        _check_choice("k_mode", k_mode, MODES)
+        _check_choice("apply_to", apply_to, ("cond and uncond", "cond only"))
+        target = Target(model, blocks, start_percent, end_percent)
+        intervention = TokenSpacing(
+            label="Token Spacing", blocks=target.blocks, steps=target.steps, sigma=float(sigma),
+            k_mode=k_mode, fixed_k=int(fixed_k), cond_only=apply_to == "cond only",
+        )
+        k_text = {"auto": "k by the elbow", "fixed": f"k = {fixed_k}", "all": "all directions (variance scale-up)"}[k_mode]
+        report = (
+            f"Token Spacing sigma {sigma:g}, {k_text}, {apply_to}, on {target.where()}.\n"
+            f"{PADDING_NOTE[target.adapter.name]}."
+        )
+        return finish(target, intervention, sigma == 1.0, report)
+
+
+class ResidualAlignmentNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TokenFocus_ResidualAlignment",
+            display_name="Residual Alignment (TORA)",
+            category=CATEGORY,
+            description=(
+                "Keeps rare-word edits on the prompt's meaning: rotates the residual (non-principal) part of the "
+                "prompt's text tokens, with a Givens rotation, so that its main direction aligns with the semantic "
+                "direction cond minus uncond at that block. Norms, the mean and the principal part are kept. Needs "
+                "an uncond pass (CFG > 1); without one it does nothing and says so in the log. " + RECONSTRUCTED
+            ),
+            inputs=[
+                io.Model.Input("model", tooltip="The diffusion model to patch. A patched clone is returned."),
+                io.Float.Input(
+                    "strength", default=1.0, min=0.0, max=1.0, step=0.01, display_mode=io.NumberDisplay.slider,
+                    tooltip="Fraction of the rotation: 0 = off, 1 = the residual's main direction fully aligned.",
+                ),
+                *_k_inputs(("auto", "fixed")),
+                *block_and_step_inputs(blocks="all", start=0.0, end=1.0),
+            ],
+            outputs=[io.Model.Output(), report_output()],
+        )
+
+    @classmethod
+    def execute(cls, model, strength, k_mode, fixed_k, blocks, start_percent, end_percent) -> io.NodeOutput:
+        _check_choice("k_mode", k_mode, ("auto", "fixed"))
+        target = Target(model, blocks, start_percent, end_percent)
+        intervention = ResidualAlignment(
+            label="Residual Alignment", blocks=target.blocks, steps=target.steps, strength=float(strength),
+            k_mode=k_mode, fixed_k=int(fixed_k),
+        )
+        report = (
+            f"Residual Alignment strength {strength:g}, k {'by the elbow' if k_mode == 'auto' else fixed_k}, on "
+            f"{target.where()}.\n{PADDING_NOTE[target.adapter.name]}.\nAligns cond tokens to cond - uncond; with "
+            "no uncond pass (CFG 1) it does nothing."
+        )
+        return finish(target, intervention, strength == 0.0, report)
+
+
+def _check_choice(name, value, options):
+    if value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")

@@ -1,0 +1,122 @@
+"""TORA's text-token edits as interventions: Token Spacing and Residual Alignment (both reconstructed).
+
+Both act at the input of a block, on the text tokens the adapter finds there, per sample and over the
+prompt's real tokens only. Where the text is the same in every block and step (Wan), an edit is computed
+once per sampling run and reused; elsewhere once per block call.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..core.rotation import align_residual
+from ..core.spacing import principal_basis, resolve_k, space_tokens_batch
+from .interventions import Intervention
+
+
+def _real_rows(view, batch_index: int) -> torch.Tensor:
+    if view.real is None:
+        return torch.arange(view.tokens.shape[1], device=view.tokens.device)
+    return torch.nonzero(view.real[batch_index].to(view.tokens.device)).reshape(-1)
+
+
+def _reuse_or_compute(ctx, owner, view, compute):
+    """Static text (Wan): one edit per run, found again by value. Elsewhere the text differs per block."""
+    if not ctx.adapter.static_text:
+        return compute()
+    tokens = view.tokens
+    cached = ctx.plan.run.cache.setdefault(id(owner), [])
+    for before, after in cached:
+        # Identity first (the same context object in every block of a call), then value (a new step).
+        if before is tokens or (before.shape == tokens.shape and before.device == tokens.device and torch.equal(before, tokens)):
+            return after
+    result = compute()
+    if result is not None:
+        cached.append((tokens, result))
+    return result
+
+
+@dataclass(frozen=True)
+class TokenSpacing(Intervention):
+    sigma: float = 1.3
+    k_mode: str = "auto"
+    fixed_k: int = 8
+    cond_only: bool = False
+
+    def edit_block_inputs(self, args, ctx):
+        view = ctx.adapter.text_view(ctx.block, args, ctx)
+        if view is None:
+            ctx.plan.run.warn_once(f"{self.label}-{ctx.block}", f"{self.label}: no text tokens found in {ctx.block}; skipped there")
+            return args
+        spaced = _reuse_or_compute(ctx, self, view, lambda: self._space(view, ctx))
+        return args if spaced is view.tokens else view.put(spaced)
+
+    def _space(self, view, ctx):
+        real = view.real
+        if self.cond_only:
+            batch, rows = view.tokens.shape[:2]
+            real = torch.ones(batch, rows, dtype=torch.bool, device=view.tokens.device) if real is None else real.clone()
+            for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)):
+                if is_uncond:
+                    real[b] = False
+        spaced, _ = space_tokens_batch(view.tokens, real, self.sigma, self.k_mode, self.fixed_k)
+        return spaced
+
+
+@dataclass(frozen=True)
+class ResidualAlignment(Intervention):
+    strength: float = 1.0
+    k_mode: str = "auto"
+    fixed_k: int = 8
+
+    def edit_block_inputs(self, args, ctx):
+        view = ctx.adapter.text_view(ctx.block, args, ctx)
+        if view is None:
+            ctx.plan.run.warn_once(f"{self.label}-{ctx.block}", f"{self.label}: no text tokens found in {ctx.block}; skipped there")
+            return args
+        aligned = _reuse_or_compute(ctx, self, view, lambda: self._align(view, ctx))
+        return args if aligned is None or aligned is view.tokens else view.put(aligned)
+
+    def _align(self, view, ctx):
+        batch = view.tokens.shape[0]
+        uncond = ctx.plan.uncond_samples(batch)
+        means = [view.tokens[b, _real_rows(view, b)].float().mean(dim=0) for b in range(batch)]
+        partner = self._uncond_partner(ctx, means, uncond)
+        if partner is None:
+            return None
+        out = None
+        for b in range(batch):
+            if uncond[b]:
+                continue
+            rows = _real_rows(view, b)
+            if rows.numel() < 2:
+                continue
+            tokens = view.tokens[b, rows]
+            basis = principal_basis(tokens)
+            k = resolve_k(basis, self.k_mode, self.fixed_k)
+            aligned = align_residual(tokens, basis, k, means[b] - partner, self.strength)
+            if aligned is tokens:
+                continue
+            if out is None:
+                out = view.tokens.clone()
+            out[b, rows] = aligned
+        return view.tokens if out is None else out
+
+    def _uncond_partner(self, ctx, means, uncond):
+        """The uncond text mean at this block: from this batch, else the latest uncond pass of the run."""
+        key = (id(self), "uncond-mean", ctx.block)
+        run = ctx.plan.run
+        if any(uncond):
+            partner = means[uncond.index(True)]
+            run.cache[key] = partner
+            return partner
+        if key in run.cache:
+            run.warn_once(f"{self.label}-split", (
+                f"{self.label}: cond and uncond ran in separate batches; aligning to the uncond text of the "
+                "latest uncond pass at the same block (exact for Wan, one step old elsewhere)"))
+            return run.cache[key]
+        run.warn_once(f"{self.label}-nopartner", (
+            f"{self.label}: no uncond pass to align to yet (CFG 1, guidance-distilled model, or cond ran first "
+            "in a separate batch); skipped until one has run"))
+        return None

@@ -1,0 +1,184 @@
+"""Token Spacing and Residual Alignment on ComfyUI's real model classes (tiny random weights, CPU)."""
+import dataclasses
+import logging
+
+import pytest
+import torch
+
+import tiny_models as tm
+from recorders import BlockInputRecorder
+
+SIGMA, K, STEPS = 1.3, 2, 4
+FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video"]
+
+
+@pytest.fixture(scope="module")
+def nodes(comfy):
+    from tokenfocus.nodes.attention_temperature import AttentionTemperatureNode
+    from tokenfocus.nodes.tora import ResidualAlignmentNode, TokenSpacingNode
+    return TokenSpacingNode, ResidualAlignmentNode, AttentionTemperatureNode
+
+
+def spacing(nodes, patcher, **kw):
+    args = dict(sigma=SIGMA, k_mode="fixed", fixed_k=K, blocks="all", start_percent=0.0, end_percent=1.0)
+    args.update(kw)
+    return nodes[0].execute(patcher, **args).args
+
+
+def alignment(nodes, patcher, **kw):
+    args = dict(strength=1.0, k_mode="fixed", fixed_k=K, blocks="all", start_percent=0.0, end_percent=1.0)
+    args.update(kw)
+    return nodes[1].execute(patcher, **args).args
+
+
+def sample_with(model, patcher, **kw):
+    return tm.sample(dataclasses.replace(model, patcher=patcher), steps=STEPS, **kw)
+
+
+def text_rows(model, block, tokens, last_txt_rows):
+    """The text part of what a block received, and how many leading rows of it are the prompt."""
+    if block[0] == "single_block":
+        rows = last_txt_rows
+        text = tokens[:, :rows] if model.joint_order == "txt_img" else tokens[:, -rows:]
+    elif model.family == "wan21_i2v":
+        text = tokens[:, tm.CLIP_VISION_TOKENS:]       # the 257 CLIP image rows come first
+    else:
+        text = tokens
+    return text
+
+
+def centred_singular_values(x):
+    return torch.linalg.svdvals((x - x.mean(0, keepdim=True)).double())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_spacing_keeps_the_mean_and_spreads_the_top_k_directions(tiny, nodes, family):
+    model = tiny(family)
+    blocks = [("double_block", i) for i in range(model.double_blocks)] + [("single_block", i) for i in range(model.single_blocks)]
+    recorder = BlockInputRecorder(blocks)
+    patched, report = spacing(nodes, recorder.before(model.patcher))
+    sample_with(model, recorder.after(patched))
+    checked, last_txt_rows = 0, None
+    for block, sigma, cond_or_uncond, before, after in recorder.pairs():
+        if block[0] == "double_block" and model.joint_order is not None:
+            last_txt_rows = before.shape[1]
+        text_before, text_after = text_rows(model, block, before, last_txt_rows), text_rows(model, block, after, last_txt_rows)
+        for b in range(before.shape[0]):
+            x, y = text_before[b], text_after[b]
+            if family.startswith("wan"):
+                # Wan's padding rows come from zero rows of the raw context: they must come back untouched.
+                n_real = model.real_tokens if cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 0 else model.negative_real_tokens
+                assert torch.equal(x[n_real:], y[n_real:]), "padding rows changed"
+                x, y = x[:n_real], y[:n_real]
+            assert torch.allclose(x.mean(0), y.mean(0), atol=1e-4), (block, "mean moved")
+            s_before, s_after = centred_singular_values(x), centred_singular_values(y)
+            assert torch.allclose(s_after[:K], s_before[:K] * SIGMA, rtol=1e-3), (block, s_before[:4], s_after[:4])
+            assert torch.allclose(s_after[K:], s_before[K:], rtol=1e-3, atol=1e-4)
+            checked += 1
+    assert checked > 0
+    assert "real tokens" in report
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_neutral_spacing_and_alignment_are_bit_identical(tiny, nodes, family):
+    model = tiny(family)
+    base = sample_with(model, model.patcher)
+    for neutral in (dict(sigma=1.0), dict(blocks=""), dict(start_percent=0.5, end_percent=0.5)):
+        patched, report = spacing(nodes, model.patcher, **neutral)
+        assert torch.equal(sample_with(model, patched), base), neutral
+    patched, _ = alignment(nodes, model.patcher, strength=0.0)
+    assert torch.equal(sample_with(model, patched), base)
+    patched, _ = spacing(nodes, model.patcher)
+    assert not torch.equal(sample_with(model, patched), base)
+    assert torch.equal(sample_with(model, model.patcher), base)
+
+
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux"])
+def test_only_the_chosen_blocks_and_steps_are_touched(tiny, nodes, family):
+    model = tiny(family)
+    blocks = [("double_block", i) for i in range(model.double_blocks)]
+    recorder = BlockInputRecorder(blocks)
+    patched, _ = spacing(nodes, recorder.before(model.patcher), blocks="1", start_percent=0.0, end_percent=0.5)
+    sample_with(model, recorder.after(patched))
+    sigma_end = float(model.patcher.get_model_object("model_sampling").percent_to_sigma(0.5))
+    touched = set()
+    for block, sigma, _, before, after in recorder.pairs():
+        if block == ("double_block", 1) and sigma > sigma_end:
+            assert not torch.equal(before, after)
+            touched.add(sigma)
+        else:
+            assert torch.equal(before, after), (block, sigma)
+    assert touched
+
+
+def test_wan_context_is_decomposed_once_per_run(tiny, nodes, monkeypatch):
+    import tokenfocus.runtime.text_edits as text_edits
+
+    calls = []
+    real = text_edits.space_tokens_batch
+    monkeypatch.setattr(text_edits, "space_tokens_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = tiny("wan21_t2v")
+    patched, _ = spacing(nodes, model.patcher, k_mode="auto")
+    sample_with(model, patched)
+    assert len(calls) == 1, "3 blocks x 4 steps must reuse one decomposition of the constant context"
+    sample_with(model, patched)
+    assert len(calls) == 2, "a new run starts with fresh caches"
+
+
+@pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video"])
+def test_alignment_rotates_the_residual_and_keeps_norms(tiny, nodes, family):
+    model = tiny(family)
+    recorder = BlockInputRecorder([("double_block", 0)])
+    patched, _ = alignment(nodes, recorder.before(model.patcher))
+    base = sample_with(model, model.patcher)
+    assert not torch.equal(sample_with(model, recorder.after(patched)), base)
+    changed = 0
+    for block, sigma, cond_or_uncond, before, after in recorder.pairs():
+        text_before, text_after = text_rows(model, block, before, None), text_rows(model, block, after, None)
+        for b in range(before.shape[0]):
+            is_uncond = cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 1
+            x, y = text_before[b], text_after[b]
+            if family.startswith("wan"):
+                n = model.negative_real_tokens if is_uncond else model.real_tokens
+                assert torch.equal(x[n:], y[n:])
+                x, y = x[:n], y[:n]
+            if is_uncond:
+                assert torch.equal(x, y), "uncond tokens are the reference, never rotated"
+                continue
+            xc, yc = x - x.mean(0), y - y.mean(0)
+            assert torch.allclose(x.mean(0), y.mean(0), atol=1e-4)
+            assert torch.allclose(xc.norm(dim=-1), yc.norm(dim=-1), rtol=1e-4, atol=1e-5)
+            changed += not torch.equal(x, y)
+    assert changed > 0
+
+
+def test_alignment_without_uncond_does_nothing_and_says_so(tiny, nodes, caplog):
+    model = tiny("sd3")
+    base = sample_with(model, model.patcher, cfg=1.0)
+    patched, _ = alignment(nodes, model.patcher)
+    with caplog.at_level(logging.WARNING, logger="TokenFocus"):
+        out = sample_with(model, patched, cfg=1.0)
+    assert torch.equal(out, base)
+    assert sum("no uncond pass" in r.getMessage() for r in caplog.records) == 1
+
+
+@pytest.mark.parametrize("family", ["wan21_t2v", "flux"])
+def test_nodes_chain_in_any_order(tiny, nodes, family):
+    model = tiny(family)
+    base = sample_with(model, model.patcher)
+    temperature = lambda p: nodes[2].execute(p, gamma=1.35, blocks="all", start_percent=0.0, end_percent=1.0).args[0]
+    space = lambda p: spacing(nodes, p)[0]
+    align = lambda p: alignment(nodes, p, strength=0.5)[0]
+    # Temperature acts inside attention, the TORA edits on block inputs: their order does not matter.
+    a = sample_with(model, align(temperature(space(model.patcher))))
+    b = sample_with(model, temperature(align(space(model.patcher))))
+    assert not torch.equal(a, base)
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # The two TORA edits apply in the order the nodes were chained; both orders run and act.
+    c = sample_with(model, space(align(model.patcher)))
+    assert torch.isfinite(c).all() and not torch.equal(c, base)
+
+
+def test_bad_k_mode_is_an_error(tiny, nodes):
+    with pytest.raises(ValueError, match="k_mode"):
+        alignment(nodes, tiny("flux").patcher, k_mode="all")
