@@ -6,10 +6,18 @@ from typing_extensions import override
 from comfy_api.latest import ComfyExtension, io
 
 from .attention_temperature import AttentionTemperatureNode
+from .dare import ImportanceGuidanceNode, TokenImportanceNode, TokenReweightNode
 from .tora import ResidualAlignmentNode, TokenSpacingNode
 
 
 class TokenFocusExtension(ComfyExtension):
     @override
     async def get_node_list(self) -> list[type[io.ComfyNode]]:
-        return [AttentionTemperatureNode, TokenSpacingNode, ResidualAlignmentNode]
+        return [
+            AttentionTemperatureNode,
+            TokenSpacingNode,
+            ResidualAlignmentNode,
+            TokenImportanceNode,
+            TokenReweightNode,
+            ImportanceGuidanceNode,
+        ]

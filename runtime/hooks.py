@@ -12,12 +12,13 @@
 from __future__ import annotations
 
 from .attention_call import AttentionCall
-from .state import BLOCK_KEY, CONFIG_KEY, RUN_KEY, STEP_KEY, BlockContext, RunState, StepPlan, log
+from .state import BLOCK_KEY, CONFIG_KEY, PASS_KEY, RUN_KEY, STEP_KEY, BlockContext, RunState, StepPlan, log
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
     options = guider.model_options.setdefault("transformer_options", {})
+    _check_prompts(options.get(CONFIG_KEY), guider)
     run = RunState()
     previous = options.get(RUN_KEY)
     options[RUN_KEY] = run
@@ -29,6 +30,17 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         else:
             options[RUN_KEY] = previous
         _log_touched(run)
+
+
+def _check_prompts(config, guider) -> None:
+    """Errors about the prompt come before the first step, not in the middle of sampling."""
+    if config is None:
+        return
+    for cond in getattr(guider, "conds", {}).get("positive", []) or []:
+        context = cond.get("cross_attn")
+        if context is not None:
+            for iv in config.interventions:
+                iv.check_prompt(context.shape[1])
 
 
 def _log_touched(run: RunState) -> None:
@@ -47,7 +59,8 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
     if config is None or STEP_KEY in options:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     sigma = float(t.reshape(-1)[0])
-    active = tuple(iv for iv in config.interventions if iv.steps.contains(sigma))
+    this_pass = options.get(PASS_KEY, "")
+    active = tuple(iv for iv in config.interventions if iv.extra_pass == this_pass and iv.steps.contains(sigma))
     if not active:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     run = options.get(RUN_KEY) or RunState()
@@ -128,9 +141,10 @@ class AttentionHook:
         for iv in ctx.interventions:
             if iv.acts_on_attention:
                 iv.edit_attention(call)
+        call.before_backend()
         ctx.inside_attention = True
         try:
-            return self._inner(func, tuple(call.args), call.kwargs)
+            return call.after_backend(self._inner(func, tuple(call.args), call.kwargs))
         finally:
             ctx.inside_attention = False
 

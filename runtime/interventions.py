@@ -27,6 +27,10 @@ class Intervention:
     label: str
     blocks: frozenset
     steps: StepRange
+    extra_pass: str = ""     # non-empty: active only in the extra model pass of that name (guidance)
+
+    def check_prompt(self, positive_rows: int) -> None:
+        """Raise before sampling starts if the positive prompt does not fit this intervention."""
 
     def edit_attention(self, call) -> None:
         """Change q/k (or add a key bias) of one attention call. Default: nothing."""

@@ -12,6 +12,7 @@ CONFIG_KEY = "tokenfocus"          # on the clone: the TokenFocusConfig
 RUN_KEY = "tokenfocus_run"         # during one sampling run: the RunState
 STEP_KEY = "tokenfocus_step"       # during one model call: the StepPlan
 BLOCK_KEY = "tokenfocus_block"     # during one hooked block: the BlockContext
+PASS_KEY = "tokenfocus_pass"       # during an extra model pass a node runs itself (e.g. guidance): its name
 
 log = logging.getLogger("TokenFocus")
 

@@ -6,7 +6,10 @@ import pytest
 
 from comfy_env import REPO_ROOT
 
-NODE_IDS = {"TokenFocus_AttentionTemperature", "TokenFocus_TokenSpacing", "TokenFocus_ResidualAlignment"}
+NODE_IDS = {
+    "TokenFocus_AttentionTemperature", "TokenFocus_TokenSpacing", "TokenFocus_ResidualAlignment",
+    "TokenFocus_TokenImportance", "TokenFocus_TokenReweight", "TokenFocus_ImportanceGuidance",
+}
 
 
 @pytest.fixture(scope="module")
