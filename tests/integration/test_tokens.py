@@ -317,3 +317,16 @@ def test_hunyuan_video_layout_with_stand_in_tokenizer(text_encoders):
     assert list(tw.real) == [True] * 7 + [False]
     assert tw.weights[1] == tw.weights[5] > 2.0 and tw.weights[0] < 1.0 and tw.weights[7] == 1.0
     assert context_layout(clip, text).segments[0].style == "byte_bpe"
+
+
+def test_token_importance_node_weights_the_named_words_and_shows_them(wan_clip):
+    from tokenfocus.nodes.dare import TokenImportanceNode
+
+    weights, table = TokenImportanceNode.execute(wan_clip, "a sunflower in a vase", "sunflower:2", False).args
+    assert len(weights) == 512
+    assert weights.weights[:5] == (1.0, 2.0, 2.0, 2.0, 1.0), "every piece of 'sunflower' and nothing else"
+    assert "flow" in table and "2.00" in table
+    with pytest.raises(ValueError, match="tulip"):
+        TokenImportanceNode.execute(wan_clip, "a sunflower in a vase", "tulip:2", False)
+    with pytest.raises(ValueError, match="name some words"):
+        TokenImportanceNode.execute(wan_clip, "a sunflower in a vase", "", False)
