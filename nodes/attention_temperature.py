@@ -16,7 +16,7 @@ from ..runtime.interventions import (
     AttentionTemperature,
     temperature_is_neutral,
 )
-from .common import CATEGORY, Target, block_and_step_inputs, finish, report_output
+from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
 
 DESCRIPTION = (
     "AlignVid's Attention Scaling Modulation (training-free, code published by the authors): multiplies the "
@@ -36,7 +36,7 @@ class AttentionTemperatureNode(io.ComfyNode):
             category=CATEGORY,
             description=DESCRIPTION,
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch. A patched clone is returned."),
+                model_input(),
                 io.Float.Input(
                     "gamma", default=presets.PAPER_GAMMA, min=0.5, max=3.0, step=0.01,
                     display_mode=io.NumberDisplay.slider,

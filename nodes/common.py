@@ -20,6 +20,10 @@ START_TOOLTIP = "Where in the denoising to start acting: 0 = the first step (pur
 END_TOOLTIP = "Where in the denoising to stop acting. start = end acts on no step."
 
 
+def model_input() -> io.Model.Input:
+    return io.Model.Input("model", tooltip="The diffusion model to patch. A patched clone is returned.")
+
+
 def block_and_step_inputs(blocks="all", start=0.0, end=1.0) -> list:
     return [
         io.String.Input("blocks", default=blocks, tooltip=BLOCKS_TOOLTIP),

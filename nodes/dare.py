@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..core.importance import TokenWeights
 from ..runtime.install import add_intervention
 from ..runtime.reweighting import ImportanceGuidanceCFG, IMPORTANCE_PASS, TokenBias, log_weights, suppression_bias
-from .common import CATEGORY, Target, block_and_step_inputs, finish, report_output
+from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
 
 TokenWeightsType = io.Custom("TOKENFOCUS_WEIGHTS")
 
@@ -79,7 +79,7 @@ class TokenReweightNode(io.ComfyNode):
                 "never. Folded into one extra head dimension, so fast attention kernels stay in use. " + DARE
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch. A patched clone is returned."),
+                model_input(),
                 TokenWeightsType.Input("token_weights", tooltip="From Token Importance, for the positive prompt."),
                 io.Float.Input(
                     "strength", default=1.0, min=0.0, max=3.0, step=0.05, display_mode=io.NumberDisplay.slider,
@@ -114,7 +114,7 @@ class ImportanceGuidanceNode(io.ComfyNode):
                 "its step range. " + DARE
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch. A patched clone is returned."),
+                model_input(),
                 TokenWeightsType.Input("token_weights", tooltip="From Token Importance; tokens weighted above 1 are the important ones."),
                 io.Float.Input(
                     "scale", default=1.0, min=0.0, max=10.0, step=0.1, display_mode=io.NumberDisplay.slider,

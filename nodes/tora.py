@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..core.spacing import MODES
 from ..runtime.text_edits import ResidualAlignment, TokenSpacing
-from .common import CATEGORY, Target, block_and_step_inputs, finish, report_output
+from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
 
 RECONSTRUCTED = (
     "Reconstructed from the paper's description (TORA, 'Rare Text Semantics Were Always There in Your "
@@ -44,7 +44,7 @@ class TokenSpacingNode(io.ComfyNode):
                 "other directions unchanged), so rare concepts stop collapsing onto common ones. " + RECONSTRUCTED
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch. A patched clone is returned."),
+                model_input(),
                 io.Float.Input(
                     "sigma", default=1.3, min=0.5, max=3.0, step=0.01, display_mode=io.NumberDisplay.slider,
                     tooltip="Spread factor along the top-k directions. 1.0 = off; the paper uses 1.3 (below 1 "
@@ -91,7 +91,7 @@ class ResidualAlignmentNode(io.ComfyNode):
                 "an uncond pass (CFG > 1); without one it does nothing and says so in the log. " + RECONSTRUCTED
             ),
             inputs=[
-                io.Model.Input("model", tooltip="The diffusion model to patch. A patched clone is returned."),
+                model_input(),
                 io.Float.Input(
                     "strength", default=1.0, min=0.0, max=1.0, step=0.01, display_mode=io.NumberDisplay.slider,
                     tooltip="Fraction of the rotation: 0 = off, 1 = the residual's main direction fully aligned.",

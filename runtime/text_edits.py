@@ -38,21 +38,30 @@ def _reuse_or_compute(ctx, owner, view, compute):
 
 
 @dataclass(frozen=True)
-class TokenSpacing(Intervention):
-    sigma: float = 1.3
-    k_mode: str = "auto"
-    fixed_k: int = 8
-    cond_only: bool = False
+class _TextEdit(Intervention):
+    """Find the block's text tokens, edit them (once per run where they never change), hand them back."""
 
     def edit_block_inputs(self, args, ctx):
         view = ctx.adapter.text_view(ctx.block, args, ctx)
         if view is None:
             ctx.plan.run.warn_once(f"{self.label}-{ctx.block}", f"{self.label}: no text tokens found in {ctx.block}; skipped there")
             return args
-        spaced = _reuse_or_compute(ctx, self, view, lambda: self._space(view, ctx))
-        return args if spaced is view.tokens else view.put(spaced)
+        edited = _reuse_or_compute(ctx, self, view, lambda: self.edit_tokens(view, ctx))
+        return args if edited is None or edited is view.tokens else view.put(edited)
 
-    def _space(self, view, ctx):
+    def edit_tokens(self, view, ctx):
+        """New text tokens, the same tensor for no change, or None for 'not possible yet'."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class TokenSpacing(_TextEdit):
+    sigma: float = 1.3
+    k_mode: str = "auto"
+    fixed_k: int = 8
+    cond_only: bool = False
+
+    def edit_tokens(self, view, ctx):
         real = view.real
         if self.cond_only:
             batch, rows = view.tokens.shape[:2]
@@ -65,20 +74,12 @@ class TokenSpacing(Intervention):
 
 
 @dataclass(frozen=True)
-class ResidualAlignment(Intervention):
+class ResidualAlignment(_TextEdit):
     strength: float = 1.0
     k_mode: str = "auto"
     fixed_k: int = 8
 
-    def edit_block_inputs(self, args, ctx):
-        view = ctx.adapter.text_view(ctx.block, args, ctx)
-        if view is None:
-            ctx.plan.run.warn_once(f"{self.label}-{ctx.block}", f"{self.label}: no text tokens found in {ctx.block}; skipped there")
-            return args
-        aligned = _reuse_or_compute(ctx, self, view, lambda: self._align(view, ctx))
-        return args if aligned is None or aligned is view.tokens else view.put(aligned)
-
-    def _align(self, view, ctx):
+    def edit_tokens(self, view, ctx):
         batch = view.tokens.shape[0]
         uncond = ctx.plan.uncond_samples(batch)
         means = [view.tokens[b, _real_rows(view, b)].float().mean(dim=0) for b in range(batch)]
