@@ -70,6 +70,7 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
         run=run,
         inputs=config.adapter.inspect_inputs(c_crossattn, kwargs),
         cond_or_uncond=tuple(options.get("cond_or_uncond", ())),
+        latent_shape=tuple(x.shape),
     )
     options[STEP_KEY] = plan
     try:

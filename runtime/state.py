@@ -59,6 +59,7 @@ class StepPlan:
     run: RunState
     inputs: object                   # adapter-specific ModelInputs (text rows, real-token mask, ...)
     cond_or_uncond: tuple = ()
+    latent_shape: tuple = ()         # shape of the model input x: [B, C, H, W] or [B, C, T, H, W]
     scratch: dict = field(default_factory=dict)   # per-call facts found on the way (text length, ...)
 
     def uncond_samples(self, batch: int) -> list[bool]:
