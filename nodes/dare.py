@@ -59,8 +59,6 @@ class TokenImportanceNode(io.ComfyNode):
 
         if clip is None:
             raise ValueError("Token Importance needs the CLIP that encodes the prompt.")
-        if not words.strip() and not density and not (table or "").strip():
-            raise ValueError("Token Importance: name some words, switch on density, or give a table.")
         weights = build_token_weights(clip, text, named_spec=words, use_density=density, table=(table or "").strip() or None)
         return io.NodeOutput(weights, weights.describe())
 

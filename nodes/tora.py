@@ -5,6 +5,7 @@ from comfy_api.latest import io
 
 from ..core.spacing import MODES
 from ..runtime.text_edits import ResidualAlignment, TokenSpacing
+from .dare import TokenWeightsType, check_weights_fit
 from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
 
 RECONSTRUCTED = (
@@ -14,9 +15,27 @@ RECONSTRUCTED = (
 PADDING_NOTE = {
     "Wan": "real tokens: the non-zero rows of the T5 context (its padding is zeros and stays untouched)",
     "HunyuanVideo": "real tokens: all text rows (ComfyUI crops HunyuanVideo's text to the prompt)",
-    "SD3 (MMDiT)": "real tokens: all text rows (ComfyUI gives SD3 no T5 mask, so pad-token rows count as text)",
-    "Flux": "real tokens: all text rows (ComfyUI gives Flux no T5 mask, so pad-token rows count as text)",
+    "SD3 (MMDiT)": "real tokens: all text rows (ComfyUI gives SD3 no T5 mask, so pad-token rows count as text; "
+    "connect token_weights to exclude the positive prompt's padding)",
+    "Flux": "real tokens: all text rows (ComfyUI gives Flux no T5 mask, so pad-token rows count as text; "
+    "connect token_weights to exclude the positive prompt's padding)",
 }
+WEIGHTS_NOTE = "real tokens of the positive prompt: from token_weights ({n} of {rows} rows)"
+
+
+def _token_weights_input():
+    return TokenWeightsType.Input(
+        "token_weights", optional=True,
+        tooltip="Optional, from Token Importance: marks the positive prompt's real tokens exactly, so padding is "
+        "left out of the statistics and untouched on SD3 and Flux (Wan and HunyuanVideo need no help).",
+    )
+
+
+def _padding(target, token_weights):
+    if token_weights is None:
+        return (), PADDING_NOTE[target.adapter.name]
+    check_weights_fit(token_weights, target)
+    return tuple(token_weights.real), WEIGHTS_NOTE.format(n=sum(token_weights.real), rows=len(token_weights))
 K_TOOLTIP = (
     "How many principal directions count as 'semantic': auto = the elbow of the singular values (maximum "
     "distance to the chord), fixed = fixed_k, all = every direction (Token Spacing then is the plain variance "
@@ -56,23 +75,25 @@ class TokenSpacingNode(io.ComfyNode):
                     "apply_to", options=["cond and uncond", "cond only"], default="cond and uncond",
                     tooltip="Space the negative prompt's tokens too (the paper's setting) or only the positive prompt's.",
                 ),
+                _token_weights_input(),
             ],
             outputs=[io.Model.Output(), report_output()],
         )
 
     @classmethod
-    def execute(cls, model, sigma, k_mode, fixed_k, blocks, start_percent, end_percent, apply_to="cond and uncond") -> io.NodeOutput:
+    def execute(cls, model, sigma, k_mode, fixed_k, blocks, start_percent, end_percent, apply_to="cond and uncond",
+                token_weights=None) -> io.NodeOutput:
         _check_choice("k_mode", k_mode, MODES)
         _check_choice("apply_to", apply_to, ("cond and uncond", "cond only"))
         target = Target(model, blocks, start_percent, end_percent)
+        positive_real, padding = _padding(target, token_weights)
         intervention = TokenSpacing(
             label="Token Spacing", blocks=target.blocks, steps=target.steps, sigma=float(sigma),
-            k_mode=k_mode, fixed_k=int(fixed_k), cond_only=apply_to == "cond only",
+            k_mode=k_mode, fixed_k=int(fixed_k), cond_only=apply_to == "cond only", positive_real=positive_real,
         )
         k_text = {"auto": "k by the elbow", "fixed": f"k = {fixed_k}", "all": "all directions (variance scale-up)"}[k_mode]
         report = (
-            f"Token Spacing sigma {sigma:g}, {k_text}, {apply_to}, on {target.where()}.\n"
-            f"{PADDING_NOTE[target.adapter.name]}."
+            f"Token Spacing sigma {sigma:g}, {k_text}, {apply_to}, on {target.where()}.\n{padding}."
         )
         return finish(target, intervention, sigma == 1.0, report)
 
@@ -98,21 +119,23 @@ class ResidualAlignmentNode(io.ComfyNode):
                 ),
                 *_k_inputs(("auto", "fixed")),
                 *block_and_step_inputs(blocks="all", start=0.0, end=1.0),
+                _token_weights_input(),
             ],
             outputs=[io.Model.Output(), report_output()],
         )
 
     @classmethod
-    def execute(cls, model, strength, k_mode, fixed_k, blocks, start_percent, end_percent) -> io.NodeOutput:
+    def execute(cls, model, strength, k_mode, fixed_k, blocks, start_percent, end_percent, token_weights=None) -> io.NodeOutput:
         _check_choice("k_mode", k_mode, ("auto", "fixed"))
         target = Target(model, blocks, start_percent, end_percent)
+        positive_real, padding = _padding(target, token_weights)
         intervention = ResidualAlignment(
             label="Residual Alignment", blocks=target.blocks, steps=target.steps, strength=float(strength),
-            k_mode=k_mode, fixed_k=int(fixed_k),
+            k_mode=k_mode, fixed_k=int(fixed_k), positive_real=positive_real,
         )
         report = (
             f"Residual Alignment strength {strength:g}, k {'by the elbow' if k_mode == 'auto' else fixed_k}, on "
-            f"{target.where()}.\n{PADDING_NOTE[target.adapter.name]}.\nAligns cond tokens to cond - uncond; with "
+            f"{target.where()}.\n{padding}.\nAligns cond tokens to cond - uncond; with "
             "no uncond pass (CFG 1) it does nothing."
         )
         return finish(target, intervention, strength == 0.0, report)

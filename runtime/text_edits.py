@@ -12,6 +12,7 @@ import torch
 
 from ..core.rotation import align_residual
 from ..core.spacing import principal_basis, resolve_k, space_tokens_batch
+from .adapters import TextView
 from .interventions import Intervention
 
 
@@ -41,17 +42,41 @@ def _reuse_or_compute(ctx, owner, view, compute):
 class _TextEdit(Intervention):
     """Find the block's text tokens, edit them (once per run where they never change), hand them back."""
 
+    # The positive prompt's real rows from Token Importance, for models whose padding ComfyUI does not
+    # mark (SD3, Flux); empty = rely on the adapter.
+    positive_real: tuple = ()
+
+    def check_prompt(self, positive_rows: int) -> None:
+        if self.positive_real and positive_rows != len(self.positive_real):
+            raise ValueError(
+                f"{self.label}: the token weights describe {len(self.positive_real)} rows but the positive "
+                f"conditioning has {positive_rows}; build them from the same CLIP and prompt."
+            )
+
     def edit_block_inputs(self, args, ctx):
         view = ctx.adapter.text_view(ctx.block, args, ctx)
         if view is None:
             ctx.plan.run.warn_once(f"{self.label}-{ctx.block}", f"{self.label}: no text tokens found in {ctx.block}; skipped there")
             return args
+        view = self._with_positive_padding(view, ctx)
         edited = _reuse_or_compute(ctx, self, view, lambda: self.edit_tokens(view, ctx))
         return args if edited is None or edited is view.tokens else view.put(edited)
 
     def edit_tokens(self, view, ctx):
         """New text tokens, the same tensor for no change, or None for 'not possible yet'."""
         raise NotImplementedError
+
+    def _with_positive_padding(self, view, ctx):
+        """Mark the positive prompt's padding rows (cond samples) where the adapter could not."""
+        batch, rows = view.tokens.shape[:2]
+        if view.real is not None or len(self.positive_real) != rows:
+            return view
+        real = torch.ones(batch, rows, dtype=torch.bool, device=view.tokens.device)
+        positive = torch.tensor(self.positive_real, dtype=torch.bool, device=view.tokens.device)
+        for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)):
+            if not is_uncond:
+                real[b] = positive
+        return TextView(view.tokens, real, view.put)
 
 
 @dataclass(frozen=True)

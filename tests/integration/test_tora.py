@@ -182,3 +182,28 @@ def test_nodes_chain_in_any_order(tiny, nodes, family):
 def test_bad_k_mode_is_an_error(tiny, nodes):
     with pytest.raises(ValueError, match="k_mode"):
         alignment(nodes, tiny("flux").patcher, k_mode="all")
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_token_weights_keep_the_positive_padding_untouched(tiny, nodes, family):
+    from tokenfocus.core.importance import TokenWeights
+    from tokenfocus.nodes.dare import ENCODER_FOR_MODEL
+    from tokenfocus.runtime.adapters import detect
+
+    model = tiny(family)
+    real = [False] * model.text_len
+    for segment in model.context_layout:
+        real[segment.start:segment.start + segment.real] = [True] * segment.real
+    weights = TokenWeights(labels=tuple("t" for _ in real), weights=tuple(1.0 for _ in real), real=tuple(real),
+                           encoder=ENCODER_FOR_MODEL[detect(model.patcher).name], prompt="p")
+    recorder = BlockInputRecorder([("double_block", 0)])
+    patched, report = spacing(nodes, recorder.before(model.patcher), token_weights=weights)
+    assert "from token_weights" in report
+    sample_with(model, recorder.after(patched))
+    mask = torch.tensor(real)
+    for block, sigma, cond_or_uncond, before, after in recorder.pairs():
+        for b in range(before.shape[0]):
+            if cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 0:
+                assert torch.equal(before[b, ~mask], after[b, ~mask]), "positive padding rows must not move"
+                assert not torch.equal(before[b, mask], after[b, mask])
+                assert torch.allclose(before[b, mask].mean(0), after[b, mask].mean(0), atol=1e-4)
