@@ -59,8 +59,9 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
     if config is None or STEP_KEY in options:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     sigma = float(t.reshape(-1)[0])
+    # An extra pass (Importance Guidance's) runs the model as patched, plus what only that pass adds.
     this_pass = options.get(PASS_KEY, "")
-    active = tuple(iv for iv in config.interventions if iv.extra_pass == this_pass and iv.steps.contains(sigma))
+    active = tuple(iv for iv in config.interventions if iv.extra_pass in ("", this_pass) and iv.steps.contains(sigma))
     if not active:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     run = options.get(RUN_KEY) or RunState()

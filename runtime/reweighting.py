@@ -63,7 +63,13 @@ class TokenBias(Intervention):
         if not samples.any():
             return
         device = call.q.device
-        call.key_bias().add(key_slice, torch.tensor(self.bias, device=device), samples.to(device), queries.to(device))
+        call.key_bias().add(key_slice, self._bias_on(device, ctx.plan.run), samples.to(device), queries.to(device))
+
+    def _bias_on(self, device, run) -> torch.Tensor:
+        key = (id(self), "bias", str(device))
+        if key not in run.cache:
+            run.cache[key] = torch.tensor(self.bias, dtype=torch.float32, device=device)
+        return run.cache[key]
 
 
 class ImportanceGuidanceCFG:

@@ -142,3 +142,25 @@ def test_guidance_adds_one_pass_only_inside_its_range(tiny, nodes, family):
     assert any(per_sigma.values()) and not torch.equal(out, base)
     neutral, report = nodes[1].execute(model.patcher, weights_for(model, nodes), scale=0.0, start_percent=0.0, end_percent=0.5).args
     assert torch.equal(sample_with(model, neutral), base), "scale 0 is plain CFG"
+
+
+def test_guidance_extra_pass_runs_the_model_as_patched(tiny, nodes):
+    from tokenfocus.nodes.attention_temperature import AttentionTemperatureNode
+    from recorders import scaled_by
+
+    model = tiny("sd3")
+    recorder = AttentionRecorder(model.double_blocks)
+    warm = AttentionTemperatureNode.execute(recorder.before(model.patcher), gamma=1.35, blocks="0", start_percent=0.0, end_percent=1.0).args[0]
+    patched, _ = nodes[1].execute(warm, weights_for(model, nodes), scale=1.5, start_percent=0.0, end_percent=1.0).args
+    sample_with(model, recorder.after(patched))
+    block0 = [(o, i) for o, i in recorder.pairs() if o.block == ("double_block", 0)]
+    single_sample_calls = [(o, i) for o, i in block0 if o.q.shape[0] == 1]      # the extra (cond only) pass
+    assert single_sample_calls, "the extra pass ran"
+    heads = q_heads(model)
+    for outer, inner in single_sample_calls:
+        b, length, width = outer.q.shape
+        d = width // heads
+        padded = inner.q.shape[-1] // heads
+        assert padded > d, "important tokens suppressed by the folded bias"
+        unfolded = inner.q.view(b, length, heads, padded)[..., :d] / (padded / d) ** 0.5
+        assert scaled_by(outer.q.view(b, length, heads, d), unfolded, 1.35), "temperature still applied in the extra pass"
