@@ -182,3 +182,18 @@ def test_a_kind_the_model_lacks_is_an_error(tiny, node):
     model = tiny("sd3")
     with pytest.raises(ValueError, match="has no"):
         run(node, model.patcher, joint_attention=False, self_attention=False)
+
+
+def test_composes_with_comfyui_skip_layer_guidance(tiny, node):
+    from comfy_extras.nodes_slg import SkipLayerGuidanceDiT
+
+    model = tiny("sd3")
+    slg = lambda p: SkipLayerGuidanceDiT.execute(p, scale=3.0, start_percent=0.0, end_percent=1.0, double_layers="1", single_layers="").args[0]
+    ours = lambda p: run(node, p, blocks="0-1")[0]
+    base = sample_with(model, model.patcher)
+    slg_only, ours_only = sample_with(model, slg(model.patcher)), sample_with(model, ours(model.patcher))
+    for chained in (ours(slg(model.patcher)), slg(ours(model.patcher))):
+        out = sample_with(model, chained)
+        assert torch.isfinite(out).all()
+        assert not torch.equal(out, slg_only) and not torch.equal(out, ours_only) and not torch.equal(out, base)
+        assert torch.equal(out, sample_with(model, chained))
