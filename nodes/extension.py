@@ -7,6 +7,7 @@ from comfy_api.latest import ComfyExtension, io
 
 from .attention_temperature import AttentionTemperatureNode
 from .dare import ImportanceGuidanceNode, TokenImportanceNode, TokenReweightNode
+from .inspector import AttentionInspectorNode, AttentionInspectorViewNode
 from .tora import ResidualAlignmentNode, TokenSpacingNode
 
 
@@ -20,4 +21,6 @@ class TokenFocusExtension(ComfyExtension):
             TokenImportanceNode,
             TokenReweightNode,
             ImportanceGuidanceNode,
+            AttentionInspectorNode,
+            AttentionInspectorViewNode,
         ]

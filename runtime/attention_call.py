@@ -46,6 +46,11 @@ class AttentionCall:
             self._key_bias = KeyBias(self)
         return self._key_bias
 
+    @property
+    def pending_key_bias(self) -> "KeyBias | None":
+        """The key bias earlier interventions added to this call, not yet folded in (or None)."""
+        return self._key_bias
+
     def before_backend(self) -> None:
         if self._key_bias is not None:
             self._key_bias.fold()
