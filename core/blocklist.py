@@ -17,7 +17,9 @@ from dataclasses import dataclass
 DOUBLE = "double_block"
 SINGLE = "single_block"
 
-_ITEM = re.compile(r"^(?P<prefix>[ds]?)(?P<start>\d+)(?:-(?P=prefix)?(?P<end>\d+))?$")
+_ITEM = re.compile(r"^(?P<prefix>[ds]?)(?P<start>[0-9]+)(?:-(?P=prefix)?(?P<end>[0-9]+))?$")
+# No model is this deep; the cap keeps a typo such as 0-99999999999 from building a huge set.
+MAX_INDEX = 9999
 _SYNTAX_HINT = "write indices and ranges such as 0,2-7,s0-3, or all, or leave it empty for none"
 
 
@@ -55,6 +57,8 @@ def parse_block_list(text: str) -> BlockSelection:
         end = int(match["end"]) if match["end"] is not None else start
         if end < start:
             raise BlockListError(f"blocks: range '{raw.strip()}' runs backwards (write {end}-{start})")
+        if end > MAX_INDEX:
+            raise BlockListError(f"blocks: {match['prefix']}{end} is too large (indices go up to {MAX_INDEX})")
         kind = SINGLE if match["prefix"] == "s" else DOUBLE
         picked[kind].update(range(start, end + 1))
     return BlockSelection(everything, frozenset(picked[DOUBLE]), frozenset(picked[SINGLE]))

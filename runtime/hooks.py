@@ -46,6 +46,12 @@ def _check_prompts(config, guider) -> None:
 def _log_touched(run: RunState) -> None:
     from ..core.blocklist import format_blocks
 
+    if run.active_calls and not run.touched:
+        log.warning(
+            "TokenFocus: settings were active in %d model call(s) but no transformer block ran through the "
+            "TokenFocus hooks, so nothing was changed. Another pack may have replaced the model's forward "
+            "(e.g. TeaCache), or a cache skipped every step.", run.active_calls,
+        )
     for label, (blocks, sigmas) in run.touched.items():
         log.info(
             "TokenFocus: %s acted on blocks %s at %d sigma(s) from %.4g to %.4g",
@@ -65,6 +71,7 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
     if not active:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     run = options.get(RUN_KEY) or RunState()
+    run.active_calls += 1
     plan = StepPlan(
         sigma=sigma,
         active=active,

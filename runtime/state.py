@@ -38,6 +38,7 @@ class RunState:
     cache: dict = field(default_factory=dict)
     touched: dict = field(default_factory=dict)
     warned: set = field(default_factory=set)
+    active_calls: int = 0          # model calls in which some intervention was active
 
     def note_touch(self, label: str, block, sigma: float) -> None:
         blocks, sigmas = self.touched.setdefault(label, (set(), set()))

@@ -197,3 +197,21 @@ def test_composes_with_comfyui_skip_layer_guidance(tiny, node):
         assert torch.isfinite(out).all()
         assert not torch.equal(out, slg_only) and not torch.equal(out, ours_only) and not torch.equal(out, base)
         assert torch.equal(out, sample_with(model, chained))
+
+
+def test_a_run_where_no_block_reached_the_hooks_says_so(tiny, node, caplog):
+    import logging
+
+    model = tiny("flux")
+    patched, _ = run(node, model.patcher, blocks="0")
+    # Stand-in for a pack that runs its own forward without transformer_options (as TeaCache does): a
+    # block patch installed after ours that calls the original block directly, bypassing our hook.
+    bypass = patched.clone()
+    bypass.set_model_patch_replace(lambda args, extra: extra["original_block"](args), "dit", "double_block", 0)
+    with caplog.at_level(logging.WARNING, logger="TokenFocus"):
+        sample_with(model, bypass)
+    assert any("no transformer block ran through" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="TokenFocus"):
+        sample_with(model, patched)
+    assert not any("no transformer block ran through" in r.getMessage() for r in caplog.records)
