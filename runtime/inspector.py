@@ -187,6 +187,7 @@ class InspectorRecorder:
 
     # ------------------------------------------------------------------------------------------ recording
 
+    @torch.compiler.disable  # measuring is data-dependent bookkeeping: run it eagerly under torch.compile
     def observe(self, call) -> None:
         ctx = call.ctx
         plan = ctx.plan

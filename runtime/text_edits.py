@@ -22,6 +22,9 @@ def _real_rows(view, batch_index: int) -> torch.Tensor:
     return torch.nonzero(view.real[batch_index].to(view.tokens.device)).reshape(-1)
 
 
+# The decomposition has a data-dependent rank and k: under torch.compile it runs eagerly (one clean graph
+# break per edited block) instead of being traced into many breaks and recompilations.
+@torch.compiler.disable
 def _reuse_or_compute(ctx, owner, view, compute):
     """Static text (Wan): one edit per run, found again by value. Elsewhere the text differs per block."""
     if not ctx.adapter.static_text:
