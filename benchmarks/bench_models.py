@@ -1,0 +1,198 @@
+"""ComfyUI's real diffusion transformers at their real widths, cut to a few blocks, for the benchmark.
+
+Same recipe as the integration harness (tests/integration/tiny_models.py, whose helpers are imported
+here): the `comfy.supported_models` class with a unet_config as comfy/model_detection.py would detect it
+from the checkpoint, `.get_model()`, deterministic weights, a ModelPatcher. Only the depth is cut (a few
+blocks: the per-step overhead relative to the same blocks is what matters) and the token count is set by
+the caller (what the machine can run). Widths, heads, FFN sizes and text widths are the real ones.
+
+Conditioning follows ComfyUI's CONDITIONING format with the real row counts and widths (T5/umT5/Llama
+4096-wide context, CLIP pooled vectors), random values.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from comfy_env import import_comfyui
+from tiny_models import _cond, _generator, _init_weights, _randn
+
+TEXT_WIDTH = 4096  # T5-XXL, umT5-XXL and Llama hidden states (tiny_models shrinks it to 64)
+
+
+def _text(gen, rows, real, pad):
+    """[1, rows, 4096]: `real` prompt rows then padding, as tiny_models._text lays them out (it is fixed
+    to the shrunk width): pad="zeros" (umT5), "token" (rows of an encoded pad token), None (no padding)."""
+    out = _randn(gen, 1, rows, TEXT_WIDTH)
+    if pad == "zeros":
+        out[:, real:] = 0.0
+    elif pad == "token":
+        out[:, real:] = _randn(gen, 1, 1, TEXT_WIDTH) + _randn(gen, 1, rows - real, TEXT_WIDTH, std=0.05)
+    return out
+
+
+@dataclass
+class BenchModel:
+    name: str            # e.g. "Wan 2.1 1.3B"
+    family: str          # "wan" | "mmdit" | "flux" | "hunyuan"
+    patcher: object
+    positive: list
+    negative: list
+    latent: dict
+    sizes: dict = field(default_factory=dict)   # what RESULTS.md prints: dim, heads, blocks, tokens...
+    encoder: str = ""                            # the text encoder layout (runtime/tokens.py), for token weights
+    prompt_rows: tuple = ()                      # per row of the positive context: a prompt token (not padding)
+
+    def token_weights(self, every: int = 8, weight: float = 2.0):
+        """What Token Importance would give for the positive prompt: every `every`-th prompt token weighted
+        up, padding and the rest 1.0 (a weight's value does not change the cost)."""
+        from tokenfocus.core.importance import TokenWeights
+
+        n = len(self.prompt_rows)
+        weights = tuple(weight if real and i % every == 0 else 1.0 for i, real in enumerate(self.prompt_rows))
+        return TokenWeights(labels=tuple(f"t{i}" for i in range(n)), weights=weights, real=self.prompt_rows,
+                            encoder=self.encoder, prompt="benchmark prompt")
+
+    @property
+    def joint(self) -> bool:
+        return self.family != "wan"
+
+
+def build_patcher(class_name: str, unet_config: dict, dtype: torch.dtype, seed: int = 0):
+    """Like tiny_models._build_patcher, plus the inference dtype (bf16 on a GPU)."""
+    env = import_comfyui()
+    mm = env.comfy.model_management
+    cls = getattr(env.comfy.supported_models, class_name)
+    assert cls.matches(unet_config), f"{class_name} does not match {unet_config}"
+    model_config = cls(unet_config)
+    model_config.set_inference_dtype(dtype, None)
+    model = model_config.get_model({}, "")
+    _init_weights(model.diffusion_model, seed)
+    model.eval()
+    return env.comfy.model_patcher.ModelPatcher(model, load_device=mm.get_torch_device(),
+                                                offload_device=mm.unet_offload_device())
+
+
+def _video_latent(tokens: int, channels: int = 16):
+    """[1, C, F, H, W] with F * (H/2) * (W/2) = tokens (patch 1x2x2): 16x16 patches per latent frame."""
+    frames = max(1, tokens // 256)
+    side = 2 * round(math.sqrt(tokens / frames))
+    return torch.zeros(1, channels, frames, side, side), frames * (side // 2) ** 2
+
+
+def _image_latent(tokens: int, channels: int = 16):
+    """[1, C, H, W] with (H/2) * (W/2) = tokens (patch 2x2)."""
+    side = 2 * round(math.sqrt(tokens))
+    return torch.zeros(1, channels, side, side), (side // 2) ** 2
+
+
+def _rows(rows: int, real: int) -> tuple:
+    return tuple(i < real for i in range(rows))
+
+
+# ---------------------------------------------------------------------------------------------------
+# families; each takes (blocks, image tokens, dtype)
+
+
+def wan(variant: str, blocks: int, tokens: int, dtype, tiny=False) -> BenchModel:
+    dim, heads, ffn = (64, 2, 128) if tiny else {"1.3B": (1536, 12, 8960), "14B": (5120, 40, 13824)}[variant]
+    config = {  # keys as model_detection.py detects a Wan 2.1 t2v checkpoint
+        "image_model": "wan2.1", "model_type": "t2v", "dim": dim, "ffn_dim": ffn, "num_heads": heads,
+        "num_layers": blocks, "in_dim": 16, "out_dim": 16, "text_dim": TEXT_WIDTH, "patch_size": (1, 2, 2),
+        "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True, "cross_attn_norm": True, "eps": 1e-6,
+    }
+    gen = _generator(1)
+    text = 512  # umT5 context, zero-padded to 512 rows
+    latent, n = _video_latent(tokens)
+    return BenchModel(
+        f"Wan 2.1 {variant}", "wan", build_patcher("WAN21_T2V", config, dtype),
+        _cond(_text(gen, text, 40, "zeros")), _cond(_text(gen, text, 12, "zeros")), {"samples": latent},
+        dict(dim=dim, heads=heads, ffn=ffn, blocks=f"{blocks}", image_tokens=n, text_tokens=text),
+        "umt5xxl", _rows(text, 40),
+    )
+
+
+def sd35(variant: str, blocks: int, tokens: int, dtype, tiny=False) -> BenchModel:
+    # MMDiT ties width to depth (hidden = 64 * depth, heads = depth); num_blocks sets the number of blocks.
+    depth, x_self = {"medium": (24, list(range(13))), "large": (38, [])}[variant]
+    depth = 3 if tiny else depth
+    config = {
+        "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": depth, "num_blocks": blocks,
+        "input_size": None, "adm_in_channels": 2048,
+        "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": TEXT_WIDTH, "out_features": 64 * depth}},
+        # The real table is 384^2 (medium) / 192^2 (large) positions; a crop of it costs the same per step.
+        "pos_embed_max_size": 64, "num_patches": 64 * 64, "pos_embed_scaling_factor": None,
+        "qk_norm": "rms", "x_block_self_attn_layers": [i for i in x_self if i < blocks],
+    }
+    gen = _generator(2)
+    clip_rows, t5_rows = 77, 256  # CLIP-L/G side by side, then T5 (333 rows)
+
+    def context(real):
+        return torch.cat([_text(gen, clip_rows, real, "token"), _text(gen, t5_rows, real, "token")], dim=1)
+
+    latent, n = _image_latent(tokens)
+    return BenchModel(
+        f"SD3.5 {variant}", "mmdit", build_patcher("SD3", config, dtype),
+        _cond(context(40), pooled_output=_randn(gen, 1, 2048)), _cond(context(12), pooled_output=_randn(gen, 1, 2048)),
+        {"samples": latent},
+        dict(dim=64 * depth, heads=depth, ffn=4 * 64 * depth, blocks=f"{blocks}", image_tokens=n,
+             text_tokens=clip_rows + t5_rows),
+        "sd3", _rows(clip_rows, 40) + _rows(t5_rows, 40),
+    )
+
+
+def _double_single(name, family, class_name, image_model, blocks, tokens, dtype, text, negative_text, tiny):
+    double, single = blocks if isinstance(blocks, tuple) else (max(1, blocks // 2), max(1, blocks - blocks // 2))
+    hidden, heads, axes = (64, 2, [8, 12, 12]) if tiny else (3072, 24, [16, 56, 56])
+    config = {
+        "image_model": image_model, "in_channels": 16, "out_channels": 16, "vec_in_dim": 768,
+        "context_in_dim": TEXT_WIDTH, "hidden_size": hidden, "mlp_ratio": 4.0, "num_heads": heads,
+        "depth": double, "depth_single_blocks": single, "axes_dim": axes, "qkv_bias": True,
+        "guidance_embed": True,
+    }
+    gen = _generator(3)
+    if family == "hunyuan":
+        # Llama hidden states cropped to the prompt: cond and uncond differ in length (two model calls).
+        config.update({"patch_size": [1, 2, 2], "theta": 256, "byt5": False, "meanflow": False})
+        latent, n = _video_latent(tokens)
+        pos, neg = _text(gen, text, text, None), _text(gen, negative_text, negative_text, None)
+    else:  # Flux: T5 rows padded with pad tokens; cond and uncond padded alike
+        config.update({"patch_size": 2, "theta": 10000})
+        latent, n = _image_latent(tokens)
+        pos, neg = _text(gen, text, 40, "token"), _text(gen, negative_text, 12, "token")
+    extras = dict(guidance=3.5 if family == "flux" else 6.0)
+    return BenchModel(
+        name, family, build_patcher(class_name, config, dtype),
+        _cond(pos, pooled_output=_randn(gen, 1, 768), **extras), _cond(neg, pooled_output=_randn(gen, 1, 768), **extras),
+        {"samples": latent},
+        dict(dim=hidden, heads=heads, ffn=4 * hidden, blocks=f"{double} double + {single} single", image_tokens=n,
+             text_tokens=text if family == "flux" else f"{text} (uncond {negative_text})"),
+        "t5xxl" if family == "flux" else "llama", _rows(text, 40 if family == "flux" else text),
+    )
+
+
+def flux(blocks, tokens: int, dtype, text=(512, 512), tiny=False) -> BenchModel:
+    """Flux dev: T5 rows, 512 at most (ComfyUI pads short prompts to 256). blocks: a total split half
+    double, half single, or (double, single)."""
+    return _double_single("Flux dev", "flux", "Flux", "flux", blocks, tokens, dtype, *text, tiny)
+
+
+def hunyuan(blocks, tokens: int, dtype, text=(256, 64), tiny=False) -> BenchModel:
+    """HunyuanVideo: Llama rows cropped to the prompt (cond, uncond)."""
+    return _double_single("HunyuanVideo", "hunyuan", "HunyuanVideo", "hunyuan_video", blocks, tokens, dtype, *text, tiny)
+
+
+# name -> (builder(blocks, tokens, dtype, **options), GPU only). tiny=True: widths of the harness's tiny
+# models (for the compile check at the real depth).
+MODELS = {
+    "wan1.3b": (lambda b, t, d, **kw: wan("1.3B", b, t, d, **kw), False),
+    "wan14b": (lambda b, t, d, **kw: wan("14B", b, t, d, **kw), True),
+    "sd35m": (lambda b, t, d, **kw: sd35("medium", b, t, d, **kw), False),
+    "sd35l": (lambda b, t, d, **kw: sd35("large", b, t, d, **kw), False),
+    "flux": (flux, False),
+    "hunyuan": (hunyuan, False),
+}
+REAL_DEPTH = {"wan1.3b": 30, "wan14b": 40, "sd35m": 24, "sd35l": 38, "flux": (19, 38), "hunyuan": (20, 40)}
+
