@@ -4,7 +4,8 @@ Same recipe as the integration harness (tests/integration/tiny_models.py, whose 
 here): the `comfy.supported_models` class with a unet_config as comfy/model_detection.py would detect it
 from the checkpoint, `.get_model()`, deterministic weights, a ModelPatcher. Only the depth is cut (a few
 blocks: the per-step overhead relative to the same blocks is what matters) and the token count is set by
-the caller (what the machine can run). Widths, heads, FFN sizes and text widths are the real ones.
+the caller (what the machine can run). Widths, heads, FFN sizes and text widths are the real ones
+(tiny=True swaps in the test harness's widths, for the torch.compile check at the real depth).
 
 Conditioning follows ComfyUI's CONDITIONING format with the real row counts and widths (T5/umT5/Llama
 4096-wide context, CLIP pooled vectors), random values.
@@ -55,10 +56,6 @@ class BenchModel:
         return TokenWeights(labels=tuple(f"t{i}" for i in range(n)), weights=weights, real=self.prompt_rows,
                             encoder=self.encoder, prompt="benchmark prompt")
 
-    @property
-    def joint(self) -> bool:
-        return self.family != "wan"
-
 
 def build_patcher(class_name: str, unet_config: dict, dtype: torch.dtype, seed: int = 0):
     """Like tiny_models._build_patcher, plus the inference dtype (bf16 on a GPU)."""
@@ -75,11 +72,15 @@ def build_patcher(class_name: str, unet_config: dict, dtype: torch.dtype, seed: 
                                                 offload_device=mm.unet_offload_device())
 
 
-def _video_latent(tokens: int, channels: int = 16):
-    """[1, C, F, H, W] with F * (H/2) * (W/2) = tokens (patch 1x2x2): 16x16 patches per latent frame."""
-    frames = max(1, tokens // 256)
-    side = 2 * round(math.sqrt(tokens / frames))
-    return torch.zeros(1, channels, frames, side, side), frames * (side // 2) ** 2
+def _video_latent(tokens, channels: int = 16):
+    """[1, C, F, H, W] and its token count (patch 1x2x2). tokens: a count, laid out as frames of 16x16
+    patches, or the latent's (F, H, W), e.g. (21, 60, 104) for 480p x 81 frames (32760 tokens)."""
+    if isinstance(tokens, tuple):
+        frames, h, w = tokens
+    else:
+        frames = max(1, tokens // 256)
+        h = w = 2 * round(math.sqrt(tokens / frames))
+    return torch.zeros(1, channels, frames, h, w), frames * (h // 2) * (w // 2)
 
 
 def _image_latent(tokens: int, channels: int = 16):
@@ -93,7 +94,8 @@ def _rows(rows: int, real: int) -> tuple:
 
 
 # ---------------------------------------------------------------------------------------------------
-# families; each takes (blocks, image tokens, dtype)
+# families: (blocks, image tokens, dtype, tiny=False); tiny = the test harness's widths, for the compile
+# check at the real depth
 
 
 def wan(variant: str, blocks: int, tokens: int, dtype, tiny=False) -> BenchModel:

@@ -52,9 +52,10 @@ def time_interleaved(runs: dict, rounds: int, memory: "PeakMemory | None" = None
     peaks = {name: [] for name in names}
     for r in range(rounds):
         for name in names[r % len(names):] + names[:r % len(names)]:
-            gc.collect()  # a collection inside a timed run would land on one arm by chance
             if memory is not None:
-                memory.start()
+                memory.start()  # collects garbage too
+            else:
+                gc.collect()  # a collection inside a timed run would land on one arm by chance
             wall, cpu = time.perf_counter(), time.process_time()
             runs[name]()
             times[name]["cpu"].append(time.process_time() - cpu)
@@ -115,6 +116,7 @@ class PeakMemory:
                       "peak RSS growth (VmHWM after clear_refs, glibc mmap threshold 256 KiB)")
 
     def start(self) -> None:
+        gc.collect()  # tensors of an earlier run still held by reference cycles would be freed mid-run
         if self.cuda:
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
