@@ -100,10 +100,11 @@ class KeyBias:
         self.bias = torch.zeros(b, lk, dtype=torch.float32, device=q.device)
         self.biased_queries = torch.zeros(b, lq, dtype=torch.bool, device=q.device)
 
-    def add(self, key_slice: slice, bias: torch.Tensor, samples: torch.Tensor, query_mask: torch.Tensor) -> None:
-        """bias [Lk_slice] on the keys in key_slice, for the samples (bool [B]) and queries (bool [Lq])."""
-        self.bias[samples, key_slice] += bias.to(self.bias)
-        self.biased_queries[samples] |= query_mask
+    def add(self, key_slice: slice, bias: torch.Tensor, samples: list, query_mask: torch.Tensor) -> None:
+        """bias [Lk_slice] on the keys in key_slice, for the samples (batch indices) and queries (bool [Lq])."""
+        for b in samples:
+            self.bias[b, key_slice] += bias.to(self.bias)
+            self.biased_queries[b] |= query_mask
 
     def fold(self) -> None:
         call = self.call

@@ -59,11 +59,12 @@ class TokenBias(Intervention):
                 f"{self.label}: {keys} text keys where the weights have {n} rows (a batch padded to a common "
                 "length?); left unweighted there"))
             return
-        samples = torch.tensor([not u for u in ctx.plan.uncond_samples(batch)])
-        if not samples.any():
+        # Plain Python choices (which samples, skip or not): no data-dependent branch under torch.compile.
+        samples = [b for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)) if not is_uncond]
+        if not samples:
             return
         device = call.q.device
-        call.key_bias().add(key_slice, self._bias_on(device, ctx.plan.run), samples.to(device), queries.to(device))
+        call.key_bias().add(key_slice, self._bias_on(device, ctx.plan.run), samples, queries.to(device))
 
     def _bias_on(self, device, run) -> torch.Tensor:
         key = (id(self), "bias", str(device))
