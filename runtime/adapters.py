@@ -19,13 +19,25 @@ class UnsupportedModelError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
 class ModelInputs:
-    """What one model call's text conditioning looks like."""
+    """What one model call's text conditioning looks like.
 
-    text_rows: int
-    real_mask: torch.Tensor | None     # [B, text_rows] bool, True for the prompt's real tokens
-    image_tokens: int = 0              # Wan i2v: CLIP image tokens in front of the text
+    The real-token mask is found only when an intervention asks for it: scanning the context on every
+    model call would cost the nodes that never need it (Attention Temperature, Reweighting).
+    """
+
+    def __init__(self, text_rows: int, find_real_mask=None, image_tokens: int = 0):
+        self.text_rows = text_rows
+        self.image_tokens = image_tokens          # Wan i2v: CLIP image tokens in front of the text
+        self._find_real_mask = find_real_mask
+        self._real_mask = None
+
+    @property
+    def real_mask(self) -> torch.Tensor | None:
+        """[B, text_rows] bool, True for the prompt's real tokens; None = all rows count."""
+        if self._find_real_mask is not None:
+            self._real_mask, self._find_real_mask = self._find_real_mask(), None
+        return self._real_mask
 
 
 @dataclass
@@ -50,7 +62,7 @@ class Adapter:
 
     def inspect_inputs(self, context: torch.Tensor | None, extra: dict) -> ModelInputs:
         rows = 0 if context is None else context.shape[1]
-        return ModelInputs(text_rows=rows, real_mask=None)
+        return ModelInputs(text_rows=rows)
 
     def classify(self, ctx, call_index: int) -> str | None:
         """The kind of the n-th attention call inside a hooked block, or None for a call we don't know."""
@@ -76,10 +88,10 @@ class WanAdapter(Adapter):
 
     def inspect_inputs(self, context, extra):
         # Wan's T5 context is zero-padded to 512 rows and carries no mask: real rows are the non-zero ones.
-        real = context.abs().amax(dim=-1) > 0 if context is not None else None
+        find_real = (lambda: context.ne(0).any(dim=-1)) if context is not None else None
         clip = extra.get("clip_fea")
         image_tokens = int(clip.shape[-2]) if (clip is not None and self.i2v_cross_attention) else 0
-        return ModelInputs(text_rows=context.shape[1] if context is not None else 0, real_mask=real, image_tokens=image_tokens)
+        return ModelInputs(context.shape[1] if context is not None else 0, find_real, image_tokens)
 
     def classify(self, ctx, call_index):
         # A Wan block calls self-attention, then (i2v) the CLIP-image cross-attention, then the text one.
