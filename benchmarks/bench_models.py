@@ -19,19 +19,14 @@ import torch
 
 from comfy_env import import_comfyui
 from tiny_models import _cond, _generator, _init_weights, _randn
+from tiny_models import _text as tiny_text
 
 TEXT_WIDTH = 4096  # T5-XXL, umT5-XXL and Llama hidden states (tiny_models shrinks it to 64)
 
 
 def _text(gen, rows, real, pad):
-    """[1, rows, 4096]: `real` prompt rows then padding, as tiny_models._text lays them out (it is fixed
-    to the shrunk width): pad="zeros" (umT5), "token" (rows of an encoded pad token), None (no padding)."""
-    out = _randn(gen, 1, rows, TEXT_WIDTH)
-    if pad == "zeros":
-        out[:, real:] = 0.0
-    elif pad == "token":
-        out[:, real:] = _randn(gen, 1, 1, TEXT_WIDTH) + _randn(gen, 1, rows - real, TEXT_WIDTH, std=0.05)
-    return out
+    """[1, rows, 4096]: the harness's prompt-then-padding layout at the real text width."""
+    return tiny_text(gen, rows, real, pad, width=TEXT_WIDTH)
 
 
 @dataclass

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core.blocklist import DOUBLE, SINGLE
+from ..core.blocklist import DOUBLE
 from .interventions import CROSS_IMAGE, CROSS_TEXT, JOINT, SELF
 
 SUPPORTED = "Wan 2.1/2.2 (t2v, i2v, ti2v 5B, VACE, camera), HunyuanVideo, SD3/SD3.5 (MMDiT) and Flux"

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 
 from ..core.schedule import StepRange
 from ..core.temperature import adaptive_gamma, logit_spread
 
 SELF, CROSS_TEXT, CROSS_IMAGE, JOINT = "self", "cross_text", "cross_image", "joint"
-ATTENTION_KINDS = (SELF, CROSS_TEXT, CROSS_IMAGE, JOINT)
 ATTENTION_KIND_NAMES = {
     SELF: "self-attention of the image/video tokens",
     CROSS_TEXT: "cross-attention to the text",
@@ -73,10 +71,3 @@ class AttentionTemperature(Intervention):
 
 def temperature_is_neutral(factors: dict) -> bool:
     return all(q == 1.0 and k == 1.0 for q, k in factors.values())
-
-
-def per_head_factor(factor, batch: int, heads: int, like: torch.Tensor) -> torch.Tensor | float:
-    """A float stays a float; a [B, H] tensor is cast to the tensor's dtype and device."""
-    if isinstance(factor, torch.Tensor):
-        return factor.to(device=like.device, dtype=like.dtype).reshape(batch, heads)
-    return factor

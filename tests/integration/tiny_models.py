@@ -112,14 +112,14 @@ def _build_patcher(class_name, unet_config, seed):
     return patcher, model_config
 
 
-def _text(gen, rows, real, pad):
-    """[1, rows, TEXT_DIM]: `real` random prompt rows then padding. pad="zeros": Wan's UMT5 output;
-    pad="token": rows of an encoded pad token (T5 and CLIP), nearly equal to each other."""
-    out = _randn(gen, 1, rows, TEXT_DIM)
+def _text(gen, rows, real, pad, width=TEXT_DIM):
+    """[1, rows, width]: `real` random prompt rows then padding. pad="zeros": Wan's UMT5 output;
+    pad="token": rows of an encoded pad token (T5 and CLIP), nearly equal to each other; None: no padding."""
+    out = _randn(gen, 1, rows, width)
     if pad == "zeros":
         out[:, real:] = 0.0
     elif pad == "token":
-        out[:, real:] = _randn(gen, 1, 1, TEXT_DIM) + _randn(gen, 1, rows - real, TEXT_DIM, std=0.05)
+        out[:, real:] = _randn(gen, 1, 1, width) + _randn(gen, 1, rows - real, width, std=0.05)
     return out
 
 
