@@ -50,7 +50,7 @@ def align_residual(
     """
     if strength == 0:
         return tokens
-    plane = _alignment_plane(basis, max(int(k), 0), semantic.to(basis.directions))
+    plane = _alignment_plane(basis, max(int(k), 0), semantic.to(basis.mean))
     if plane is None:
         return tokens
     r1, w, angle = plane
@@ -64,14 +64,15 @@ def _alignment_plane(basis: TokenBasis, k: int, semantic: torch.Tensor):
     if k >= basis.rank:
         return None
     s = semantic.reshape(-1)
-    vk = basis.directions[:, :k]
+    leading = basis.leading(k + 1)
+    vk = leading[:, :k]
     s_res = s - vk @ (vk.T @ s)
     s_norm = torch.linalg.vector_norm(s).item()
     res_norm = torch.linalg.vector_norm(s_res).item()
     if res_norm <= ALIGN_TOL * s_norm or res_norm == 0:
         return None
     s_r = s_res / res_norm
-    r1 = basis.directions[:, k]
+    r1 = leading[:, k]
     cos = torch.dot(r1, s_r).item()
     if cos < 0:  # a principal direction's sign is arbitrary: turn the nearer end towards s_R
         r1, cos = -r1, -cos

@@ -7,8 +7,6 @@ With k = all components this is the plain variance scale-up mu + sigma * (C - mu
 
 All statistics are computed in float32 whatever the model dtype; results come back in the input dtype.
 """
-from dataclasses import dataclass
-
 import torch
 
 from .elbow import elbow_k
@@ -25,21 +23,40 @@ ZERO_VARIANCE_RTOL = 64 * torch.finfo(torch.float32).eps
 MODES = ("auto", "fixed", "all")
 
 
-@dataclass(frozen=True)
 class TokenBasis:
     """Principal decomposition of one sample's tokens, in float32.
 
-    mean: 1 x d. directions: d x r, orthonormal columns, by descending singular value.
-    singular_values: r, descending. r is the numerical rank (see RANK_RTOL) and may be 0.
+    mean: 1 x d. singular_values: r, descending; r is the numerical rank (see RANK_RTOL) and may be 0.
+    leading(m): d x m, the top m principal directions as orthonormal columns, by descending singular value.
+    Callers need only the top k (or k + 1) of the r directions, so the Gram path orthonormalises just those,
+    on first use: the QR of all r columns was half the cost of a decomposition.
     """
 
-    mean: torch.Tensor
-    directions: torch.Tensor
-    singular_values: torch.Tensor
+    def __init__(self, mean, singular_values, directions=None, centred=None, left_vectors=None):
+        self.mean = mean
+        self.singular_values = singular_values
+        self._directions = directions          # orthonormal leading columns computed so far
+        # Gram path: the centred tokens and their left singular vectors; directions follow from these.
+        self._centred = centred
+        self._left_vectors = left_vectors
 
     @property
     def rank(self) -> int:
         return int(self.singular_values.numel())
+
+    def leading(self, m: int) -> torch.Tensor:
+        m = max(0, min(int(m), self.rank))
+        if m == 0:
+            return self.mean.new_zeros(self.mean.shape[1], 0)
+        known = 0 if self._directions is None else self._directions.shape[1]
+        if known < m:
+            self._directions = _orthonormal_columns(self._centred.T @ self._left_vectors[:, :m])
+        return self._directions[:, :m]
+
+    @property
+    def directions(self) -> torch.Tensor:
+        """All r directions (d x r)."""
+        return self.leading(self.rank)
 
 
 def principal_basis(tokens: torch.Tensor) -> TokenBasis:
@@ -52,12 +69,12 @@ def principal_basis(tokens: torch.Tensor) -> TokenBasis:
     floor = ZERO_VARIANCE_RTOL * torch.linalg.vector_norm(x).item()
     L, d = cc.shape
     if L < d:
-        directions, s = _gram_directions(cc, floor)
-    else:
-        _, s, vh = torch.linalg.svd(cc, full_matrices=False)
-        directions = vh.T
+        s, u = _gram_spectrum(cc)
+        keep = s > _rank_tolerance(s, floor)
+        return TokenBasis(mean, s[keep], centred=cc, left_vectors=u[:, keep])
+    _, s, vh = torch.linalg.svd(cc, full_matrices=False)
     keep = s > _rank_tolerance(s, floor)
-    return TokenBasis(mean=mean, directions=directions[:, keep].contiguous(), singular_values=s[keep])
+    return TokenBasis(mean, s[keep], directions=vh.T[:, keep].contiguous())
 
 
 def _rank_tolerance(s: torch.Tensor, floor: float) -> float:
@@ -65,22 +82,19 @@ def _rank_tolerance(s: torch.Tensor, floor: float) -> float:
     return max(RANK_RTOL * s_max, floor)
 
 
-def _gram_directions(cc: torch.Tensor, floor: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right singular vectors and values of cc (L x d, L < d) from its L x L Gram matrix.
+def _gram_spectrum(cc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Singular values of cc (L x d, L < d), descending, and its left singular vectors, from the L x L Gram
+    matrix Cc Cc^T = U S^2 U^T. Rounding can make tiny eigenvalues negative: they are clamped to 0, far
+    below the rank cut. The right singular vectors follow as Cc^T U = V S (see TokenBasis.leading)."""
+    eigenvalues, u = torch.linalg.eigh(cc @ cc.T)
+    return eigenvalues.flip(-1).clamp_min(0).sqrt(), u.flip(-1)
 
-    Cc Cc^T = U S^2 U^T, so Cc^T U = V S: the columns of Cc^T U are the directions scaled by the singular
-    values. Their norms are the singular values (no square root of an eigenvalue that rounding made
-    negative). The columns for small values come out far from orthogonal in float32, so the columns are re-orthonormalised by a QR in descending
-    order, which keeps every leading span (and so the top directions) as it is.
-    """
-    _, u = torch.linalg.eigh(cc @ cc.T)
-    scaled = cc.T @ u.flip(-1)
-    s = torch.linalg.vector_norm(scaled, dim=0)
-    s, order = torch.sort(s, descending=True)
-    keep = s > _rank_tolerance(s, floor)
-    q, rr = torch.linalg.qr(scaled[:, order[keep]])
-    q = q * torch.where(torch.diagonal(rr) < 0, -1.0, 1.0)  # QR fixes signs arbitrarily; keep Cc^T u's
-    return q, s[keep]
+
+def _orthonormal_columns(scaled: torch.Tensor) -> torch.Tensor:
+    """Cc^T u comes out far from orthogonal in float32 for the small values: a QR in descending order
+    re-orthonormalises the columns and keeps every leading span (so the top directions) as it is."""
+    q, rr = torch.linalg.qr(scaled)
+    return q * torch.where(torch.diagonal(rr) < 0, -1.0, 1.0)  # QR fixes signs arbitrarily; keep Cc^T u's
 
 
 def resolve_k(basis: TokenBasis, mode: str, fixed_k: int) -> int:
@@ -100,7 +114,7 @@ def space_tokens(tokens: torch.Tensor, basis: TokenBasis, k: int, sigma: float) 
     if sigma == 1 or k <= 0:
         return tokens
     x = tokens.to(torch.float32)
-    vk = basis.directions[:, :k]
+    vk = basis.leading(k)
     # The coefficients Cc V_k have zero column mean, so the added term leaves the mean alone.
     added = ((x - basis.mean) @ vk) @ vk.T
     return (x + (sigma - 1.0) * added).to(tokens.dtype)
