@@ -34,12 +34,6 @@ class AttentionCall:
         b, length = t.shape[:2]
         return t.reshape(b, length, self.heads, -1).transpose(1, 2)
 
-    def _from_heads(self, t: torch.Tensor) -> torch.Tensor:
-        if self.heads_first:
-            return t
-        b, h, length, d = t.shape
-        return t.transpose(1, 2).reshape(b, length, h * d)
-
     def key_bias(self) -> "KeyBias":
         """The call's key bias, created on first use; folded in just before the backend runs."""
         if self._key_bias is None:
@@ -51,12 +45,20 @@ class AttentionCall:
         """The key bias earlier interventions added to this call, not yet folded in (or None)."""
         return self._key_bias
 
-    def before_backend(self) -> None:
-        if self._key_bias is not None:
-            self._key_bias.fold()
+    def run(self, backend) -> torch.Tensor:
+        """Call backend(args, kwargs) with the edited q and k, folding in a pending key bias."""
+        if self._key_bias is None:
+            return backend(tuple(self.args), self.kwargs)
+        return self._key_bias.run(backend)
 
-    def after_backend(self, out: torch.Tensor) -> torch.Tensor:
-        return out if self._key_bias is None else self._key_bias.unfold(out)
+    def with_heads(self, args: list, heads: int) -> tuple[tuple, dict]:
+        """args/kwargs for a backend call on `heads` of the heads (q, k, v already sliced in args)."""
+        kwargs = dict(self.kwargs)
+        if "heads" in kwargs:
+            kwargs["heads"] = heads
+        else:
+            args[3] = heads
+        return tuple(args), kwargs
 
     def query_heads(self) -> torch.Tensor:
         """q as a [B, H, L, D] view."""
@@ -83,14 +85,20 @@ class AttentionCall:
 
 
 class KeyBias:
-    """A per-key logit bias for some queries, folded into one extra head dimension so that no attention
-    map or float mask is built and the backend keeps its fast kernel:
+    """A per-key logit bias for some queries, folded into extra head dimensions so that no attention map or
+    float mask is built and the backend keeps its kernel (a float mask would move CUDA SDPA off flash
+    attention and is ignored by SageAttention):
 
-        q' = [q·√(d'/d), 1 for biased queries, 0…],  k' = [k, bias_j·√d', 0…],  v' = [v, 0…]
-        q'·k'/√d' = q·k/√d + bias_j       (d' = d padded to the next multiple of 8)
+        q' = [q, 1 for biased queries, 0…],  k' = [k·√(d'/d), bias_j·√d', 0…],  v' = [v, 0…]
+        q'·k'/√d' = q·k/√d + bias_j       (d' = d + 8, so a multiple of 8 stays one)
+
+    The widened copies are made a group of heads at a time, written straight into the layout the backend
+    reads, and each group's output goes straight into the call's output: the copies never hold more than
+    WIDENED_BUDGET bytes (or one head), so the memory they add does not grow with the image.
     """
 
     PAD = 8
+    WIDENED_BUDGET = 32 * 2 ** 20
 
     def __init__(self, call: "AttentionCall"):
         self.call = call
@@ -106,26 +114,67 @@ class KeyBias:
             self.bias[b, key_slice] += bias.to(self.bias)
             self.biased_queries[b] |= query_mask
 
-    def fold(self) -> None:
+    def heads_per_group(self) -> int:
+        call = self.call
+        q, k = call.query_heads(), call.key_heads()
+        b, heads, lq, d = q.shape
+        # q', and the group's output, for the queries; k' and v' for the keys.
+        per_head = b * (2 * lq + 2 * k.shape[2]) * (d + self.PAD) * q.element_size()
+        return max(1, min(heads, self.WIDENED_BUDGET // per_head))
+
+    def run(self, backend) -> torch.Tensor:
         call = self.call
         q, k, v = call.query_heads(), call.key_heads(), call._as_heads(call.args[2])
-        d = q.shape[-1]
+        b, heads, lq, d = q.shape
         padded = d + self.PAD
-        q_extra = torch.zeros(*q.shape[:-1], self.PAD, dtype=q.dtype, device=q.device)
-        q_extra[..., 0] = self.biased_queries[:, None, :].to(q.dtype)
-        k_extra = torch.zeros(*k.shape[:-1], self.PAD, dtype=k.dtype, device=k.device)
-        k_extra[..., 0] = (self.bias * padded ** 0.5)[:, None, :].to(k.dtype)
-        v_extra = torch.zeros(*v.shape[:-1], self.PAD, dtype=v.dtype, device=v.device)
-        q = torch.cat([q * (padded / d) ** 0.5, q_extra], dim=-1)
-        k = torch.cat([k, k_extra], dim=-1)
-        v = torch.cat([v, v_extra], dim=-1)
-        call.args[:3] = [call._from_heads(t) for t in (q, k, v)]
-        call.head_dim = d
+        # The extra columns are the same for every head: built once, broadcast over each group.
+        query_extra = self.biased_queries[:, None, :].to(q.dtype)
+        key_extra = (self.bias * padded ** 0.5)[:, None, :].to(k.dtype)
+        key_scale = (padded / d) ** 0.5
+        heads_first_out = call.kwargs.get("skip_output_reshape", False)
+        out = q.new_empty(b, heads, lq, d) if heads_first_out else q.new_empty(b, lq, heads, d)
+        group = self.heads_per_group()
+        for h0 in range(0, heads, group):
+            h1 = min(heads, h0 + group)
+            q_wide, q_main, q_more = self._widened(q, h0, h1, padded)
+            q_main.copy_(q[:, h0:h1])
+            q_more[..., 0] = query_extra
+            k_wide, k_main, k_more = self._widened(k, h0, h1, padded)
+            torch.mul(k[:, h0:h1], key_scale, out=k_main)
+            k_more[..., 0] = key_extra
+            v_wide, v_main, _ = self._widened(v, h0, h1, padded)
+            v_main.copy_(v[:, h0:h1])
+            args, kwargs = call.with_heads([q_wide, k_wide, v_wide] + call.args[3:], h1 - h0)
+            part = backend(*self._mask_for_heads(args, kwargs, h0, h1))
+            if heads_first_out:
+                out[:, h0:h1] = part[..., :d]
+            else:
+                out[:, :, h0:h1] = part.view(b, lq, h1 - h0, padded)[..., :d]
+            del q_wide, k_wide, v_wide, part
+        return out if heads_first_out else out.view(b, lq, heads * d)
 
-    def unfold(self, out: torch.Tensor) -> torch.Tensor:
-        call = self.call
-        d = call.head_dim
-        if call.kwargs.get("skip_output_reshape", False):
-            return out[..., :d]
-        b, length, width = out.shape
-        return out.view(b, length, call.heads, width // call.heads)[..., :d].reshape(b, length, call.heads * d)
+    def _widened(self, t: torch.Tensor, h0: int, h1: int, padded: int):
+        """Heads h0:h1 of t widened to `padded`: (tensor in the backend's layout, its [B, h, L, :d] view to
+        fill, its [B, h, L, d:] view, zeroed)."""
+        b, _, length, d = t.shape
+        count = h1 - h0
+        if self.call.heads_first:
+            wide = t.new_empty(b, count, length, padded)
+            heads_view = wide
+        else:
+            wide = t.new_empty(b, length, count * padded)
+            heads_view = wide.view(b, length, count, padded).transpose(1, 2)
+        extra = heads_view[..., d:]
+        extra.zero_()
+        return wide, heads_view[..., :d], extra
+
+    @staticmethod
+    def _mask_for_heads(args: tuple, kwargs: dict, h0: int, h1: int) -> tuple[tuple, dict]:
+        """A mask with one slice per head is cut to the group; a broadcast one passes as it is."""
+        positional = "mask" not in kwargs and len(args) > 4
+        mask = args[4] if positional else kwargs.get("mask")
+        if not (isinstance(mask, torch.Tensor) and mask.ndim == 4 and mask.shape[1] > 1):
+            return args, kwargs
+        if positional:
+            return args[:4] + (mask[:, h0:h1],) + args[5:], kwargs
+        return args, dict(kwargs, mask=mask[:, h0:h1])

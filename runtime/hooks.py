@@ -150,10 +150,9 @@ class AttentionHook:
         for iv in ctx.interventions:
             if iv.acts_on_attention:
                 iv.edit_attention(call)
-        call.before_backend()
         ctx.inside_attention = True
         try:
-            return call.after_backend(self._inner(func, tuple(call.args), call.kwargs))
+            return call.run(lambda call_args, call_kwargs: self._inner(func, call_args, call_kwargs))
         finally:
             ctx.inside_attention = False
 

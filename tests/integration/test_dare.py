@@ -162,5 +162,5 @@ def test_guidance_extra_pass_runs_the_model_as_patched(tiny, nodes):
         d = width // heads
         padded = inner.q.shape[-1] // heads
         assert padded > d, "important tokens suppressed by the folded bias"
-        unfolded = inner.q.view(b, length, heads, padded)[..., :d] / (padded / d) ** 0.5
+        unfolded = inner.q.view(b, length, heads, padded)[..., :d]
         assert scaled_by(outer.q.view(b, length, heads, d), unfolded, 1.35), "temperature still applied in the extra pass"
