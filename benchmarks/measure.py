@@ -300,6 +300,7 @@ def compile_run(bench, patcher, steps: int, backend: str, pack_dirs: tuple) -> d
         recompiles=len(recompiles),
         pack_recompiles=sum(in_pack(r) for r in recompiles),
         recompile_reasons=sorted({f"{_short(f)} {func}: {guard}" for f, func, guard in recompiles if in_pack((f,))}),
+        other_recompile_reasons=sorted({f"{_short(f)} {func}: {guard}" for f, func, guard in recompiles if not in_pack((f,))}),
         limit_hits=[m.splitlines()[0] for m in logs["warnings"] if "recompile_limit" in m or "cache_size_limit" in m],
         graphs=counters["stats"]["unique_graphs"],
         max_rel_diff=None if out is None else float((out - eager).abs().max() / eager.abs().max().clamp_min(1e-12)),

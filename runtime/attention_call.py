@@ -140,7 +140,7 @@ class KeyBias:
             q_main.copy_(q[:, h0:h1])
             q_more[..., 0] = query_extra
             k_wide, k_main, k_more = self._widened(k, h0, h1, padded)
-            torch.mul(k[:, h0:h1], key_scale, out=k_main)
+            k_main.copy_(k[:, h0:h1]).mul_(key_scale)
             k_more[..., 0] = key_extra
             v_wide, v_main, _ = self._widened(v, h0, h1, padded)
             v_main.copy_(v[:, h0:h1])

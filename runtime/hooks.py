@@ -80,6 +80,8 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
         cond_or_uncond=tuple(options.get("cond_or_uncond", ())),
         latent_shape=tuple(x.shape),
     )
+    for iv in active:
+        iv.prepare_step(plan, x.device)
     options[STEP_KEY] = plan
     try:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)

@@ -30,6 +30,10 @@ class Intervention:
     def check_prompt(self, positive_rows: int) -> None:
         """Raise before sampling starts if the positive prompt does not fit this intervention."""
 
+    def prepare_step(self, plan, device) -> None:
+        """Once per model call, outside any compiled region: build what the hooks will only look up
+        (a cache filled inside a compiled graph would change its guards and force recompiles)."""
+
     def edit_attention(self, call) -> None:
         """Change q/k (or add a key bias) of one attention call. Default: nothing."""
 

@@ -63,14 +63,16 @@ class TokenBias(Intervention):
         samples = [b for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)) if not is_uncond]
         if not samples:
             return
-        device = call.q.device
-        call.key_bias().add(key_slice, self._bias_on(device, ctx.plan.run), samples, queries.to(device))
+        call.key_bias().add(key_slice, ctx.plan.run.cache[self._cache_key], samples, queries.to(call.q.device))
 
-    def _bias_on(self, device, run) -> torch.Tensor:
-        key = (id(self), "bias", str(device))
-        if key not in run.cache:
-            run.cache[key] = torch.tensor(self.bias, dtype=torch.float32, device=device)
-        return run.cache[key]
+    @property
+    def _cache_key(self):
+        return (id(self), "bias")
+
+    def prepare_step(self, plan, device) -> None:
+        cached = plan.run.cache.get(self._cache_key)
+        if cached is None or cached.device != device:
+            plan.run.cache[self._cache_key] = torch.tensor(self.bias, dtype=torch.float32, device=device)
 
 
 class ImportanceGuidanceCFG:
