@@ -37,7 +37,7 @@ class AttentionCall:
     def key_bias(self) -> "KeyBias":
         """The call's key bias, created on first use; folded in just before the backend runs."""
         if self._key_bias is None:
-            self._key_bias = KeyBias(self)
+            self._key_bias = KeyBias(self.query_heads(), self.key_heads())
         return self._key_bias
 
     @property
@@ -49,7 +49,7 @@ class AttentionCall:
         """Call backend(args, kwargs) with the edited q and k, folding in a pending key bias."""
         if self._key_bias is None:
             return backend(tuple(self.args), self.kwargs)
-        return self._key_bias.run(backend)
+        return self._key_bias.run(self, backend)
 
     def with_heads(self, args: list, heads: int) -> tuple[tuple, dict]:
         """args/kwargs for a backend call on `heads` of the heads (q, k, v already sliced in args)."""
@@ -100,11 +100,11 @@ class KeyBias:
     PAD = 8
     WIDENED_BUDGET = 32 * 2 ** 20
 
-    def __init__(self, call: "AttentionCall"):
-        self.call = call
-        q = call.query_heads()
+    # It holds no reference to its call: call -> bias -> call would be a cycle that keeps the call's q, k
+    # and v alive until the garbage collector runs, well into the rest of the block.
+    def __init__(self, q: torch.Tensor, k: torch.Tensor):
         b, h, lq, d = q.shape
-        lk = call.key_heads().shape[2]
+        lk = k.shape[2]
         self.bias = torch.zeros(b, lk, dtype=torch.float32, device=q.device)
         self.biased_queries = torch.zeros(b, lq, dtype=torch.bool, device=q.device)
 
@@ -114,16 +114,14 @@ class KeyBias:
             self.bias[b, key_slice] += bias.to(self.bias)
             self.biased_queries[b] |= query_mask
 
-    def heads_per_group(self) -> int:
-        call = self.call
+    def heads_per_group(self, call: "AttentionCall") -> int:
         q, k = call.query_heads(), call.key_heads()
         b, heads, lq, d = q.shape
         # q', and the group's output, for the queries; k' and v' for the keys.
         per_head = b * (2 * lq + 2 * k.shape[2]) * (d + self.PAD) * q.element_size()
         return max(1, min(heads, self.WIDENED_BUDGET // per_head))
 
-    def run(self, backend) -> torch.Tensor:
-        call = self.call
+    def run(self, call: "AttentionCall", backend) -> torch.Tensor:
         q, k, v = call.query_heads(), call.key_heads(), call._as_heads(call.args[2])
         b, heads, lq, d = q.shape
         padded = d + self.PAD
@@ -133,16 +131,16 @@ class KeyBias:
         key_scale = (padded / d) ** 0.5
         heads_first_out = call.kwargs.get("skip_output_reshape", False)
         out = q.new_empty(b, heads, lq, d) if heads_first_out else q.new_empty(b, lq, heads, d)
-        group = self.heads_per_group()
+        group = self.heads_per_group(call)
         for h0 in range(0, heads, group):
             h1 = min(heads, h0 + group)
-            q_wide, q_main, q_more = self._widened(q, h0, h1, padded)
+            q_wide, q_main, q_more = self._widened(call, q, h0, h1, padded)
             q_main.copy_(q[:, h0:h1])
             q_more[..., 0] = query_extra
-            k_wide, k_main, k_more = self._widened(k, h0, h1, padded)
+            k_wide, k_main, k_more = self._widened(call, k, h0, h1, padded)
             k_main.copy_(k[:, h0:h1]).mul_(key_scale)
             k_more[..., 0] = key_extra
-            v_wide, v_main, _ = self._widened(v, h0, h1, padded)
+            v_wide, v_main, _ = self._widened(call, v, h0, h1, padded)
             v_main.copy_(v[:, h0:h1])
             args, kwargs = call.with_heads([q_wide, k_wide, v_wide] + call.args[3:], h1 - h0)
             part = backend(*self._mask_for_heads(args, kwargs, h0, h1))
@@ -153,12 +151,13 @@ class KeyBias:
             del q_wide, k_wide, v_wide, part
         return out if heads_first_out else out.view(b, lq, heads * d)
 
-    def _widened(self, t: torch.Tensor, h0: int, h1: int, padded: int):
+    @staticmethod
+    def _widened(call: "AttentionCall", t: torch.Tensor, h0: int, h1: int, padded: int):
         """Heads h0:h1 of t widened to `padded`: (tensor in the backend's layout, its [B, h, L, :d] view to
         fill, its [B, h, L, d:] view, zeroed)."""
         b, _, length, d = t.shape
         count = h1 - h0
-        if self.call.heads_first:
+        if call.heads_first:
             wide = t.new_empty(b, count, length, padded)
             heads_view = wide
         else:

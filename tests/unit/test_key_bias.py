@@ -131,7 +131,28 @@ def test_the_widened_copies_are_bounded_by_the_budget_not_the_image():
     call = AttentionCall("cross_text", None, (long_q, long_q[:, :, :16], long_q[:, :, :16], 64), {"skip_reshape": True})
     key_bias = call.key_bias()
     per_head = 1 * (2 * 4096 + 2 * 16) * (8 + KeyBias.PAD) * 4
-    assert key_bias.heads_per_group() == min(64, KeyBias.WIDENED_BUDGET // per_head)
-    assert key_bias.heads_per_group() * per_head <= KeyBias.WIDENED_BUDGET
+    assert key_bias.heads_per_group(call) == min(64, KeyBias.WIDENED_BUDGET // per_head)
+    assert key_bias.heads_per_group(call) * per_head <= KeyBias.WIDENED_BUDGET
     key_bias.WIDENED_BUDGET = per_head // 2          # one head is over the budget: still one head a call
-    assert key_bias.heads_per_group() == 1
+    assert key_bias.heads_per_group(call) == 1
+
+
+def test_a_biased_call_frees_its_inputs_without_the_garbage_collector():
+    """No reference cycle: q, k and v go as soon as the block drops them, not at the next gc pass (they would
+    otherwise stay alive through the rest of the block, its FFN included)."""
+    import gc
+    import weakref
+
+    q, k, v, bias = tensors()
+    args, kwargs = layout(q, k, v, "flat")
+    watched = [weakref.ref(t) for t in args[:3]]
+    call = AttentionCall("cross_text", None, tuple(args), kwargs)
+    call.key_bias().add(slice(0, LK), bias, [0, 1], torch.ones(LQ, dtype=torch.bool))
+    gc.disable()
+    try:
+        out = call.run(comfy_convention_backend([]))
+        del call, args, q, k, v
+        assert all(ref() is None for ref in watched)
+    finally:
+        gc.enable()
+    assert out.shape == (B, LQ, H * D)
