@@ -87,7 +87,7 @@ class AttentionCall:
 class KeyBias:
     """A per-key logit bias for some queries, folded into extra head dimensions so that no attention map or
     float mask is built and the backend keeps its kernel (a float mask would move CUDA SDPA off flash
-    attention and is ignored by SageAttention):
+    attention, and not every backend takes one):
 
         q' = [q, 1 for biased queries, 0…],  k' = [k·√(d'/d), bias_j·√d', 0…],  v' = [v, 0…]
         q'·k'/√d' = q·k/√d + bias_j       (d' = d + 8, so a multiple of 8 stays one)
@@ -114,8 +114,8 @@ class KeyBias:
             self.bias[b, key_slice] += bias.to(self.bias)
             self.biased_queries[b] |= query_mask
 
-    def heads_per_group(self, call: "AttentionCall") -> int:
-        q, k = call.query_heads(), call.key_heads()
+    def heads_per_group(self, q: torch.Tensor, k: torch.Tensor) -> int:
+        """Heads a backend call takes, for [B, H, L, D] q and k."""
         b, heads, lq, d = q.shape
         # q', and the group's output, for the queries; k' and v' for the keys.
         per_head = b * (2 * lq + 2 * k.shape[2]) * (d + self.PAD) * q.element_size()
@@ -131,7 +131,7 @@ class KeyBias:
         key_scale = (padded / d) ** 0.5
         heads_first_out = call.kwargs.get("skip_output_reshape", False)
         out = q.new_empty(b, heads, lq, d) if heads_first_out else q.new_empty(b, lq, heads, d)
-        group = self.heads_per_group(call)
+        group = self.heads_per_group(q, k)
         for h0 in range(0, heads, group):
             h1 = min(heads, h0 + group)
             q_wide, q_main, q_more = self._widened(call, q, h0, h1, padded)

@@ -44,13 +44,14 @@ class TokenBias(Intervention):
         ctx = call.ctx
         n = len(self.bias)
         batch, _, seq_q, _ = call.query_heads().shape
+        device = call.q.device          # the query mask is built there: no host-to-device copy per call
         if call.kind == CROSS_TEXT:
             keys = call.key_heads().shape[2]
-            key_slice, queries = slice(0, keys), torch.ones(seq_q, dtype=torch.bool)
+            key_slice, queries = slice(0, keys), torch.ones(seq_q, dtype=torch.bool, device=device)
         elif call.kind == JOINT and ctx.text_len is not None:
             keys = ctx.text_len
             key_slice = ctx.adapter.text_span(ctx.block, ctx.text_len, seq_q)
-            queries = torch.ones(seq_q, dtype=torch.bool)
+            queries = torch.ones(seq_q, dtype=torch.bool, device=device)
             queries[key_slice] = False          # text queries keep their attention as it is
         else:
             return
@@ -63,7 +64,7 @@ class TokenBias(Intervention):
         samples = [b for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)) if not is_uncond]
         if not samples:
             return
-        call.key_bias().add(key_slice, ctx.plan.run.cache[self._cache_key], samples, queries.to(call.q.device))
+        call.key_bias().add(key_slice, ctx.plan.run.cache[self._cache_key], samples, queries)
 
     @property
     def _cache_key(self):

@@ -31,9 +31,14 @@ def _reuse_or_compute(ctx, owner, view, compute):
         return compute()
     tokens = view.tokens
     cached = ctx.plan.run.cache.setdefault(id(owner), [])
-    for before, after in cached:
+    for i, (before, after) in enumerate(cached):
         # Identity first (the same context object in every block of a call), then value (a new step).
-        if before is tokens or (before.shape == tokens.shape and before.device == tokens.device and torch.equal(before, tokens)):
+        if before is tokens:
+            return after
+        if before.shape == tokens.shape and before.device == tokens.device and torch.equal(before, tokens):
+            # Remember the new object: the call's other blocks then match by identity, so a step compares
+            # values once (torch.equal waits for the GPU), not once per block.
+            cached[i] = (tokens, after)
             return after
     result = compute()
     if result is not None:

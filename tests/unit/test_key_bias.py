@@ -131,10 +131,10 @@ def test_the_widened_copies_are_bounded_by_the_budget_not_the_image():
     call = AttentionCall("cross_text", None, (long_q, long_q[:, :, :16], long_q[:, :, :16], 64), {"skip_reshape": True})
     key_bias = call.key_bias()
     per_head = 1 * (2 * 4096 + 2 * 16) * (8 + KeyBias.PAD) * 4
-    assert key_bias.heads_per_group(call) == min(64, KeyBias.WIDENED_BUDGET // per_head)
-    assert key_bias.heads_per_group(call) * per_head <= KeyBias.WIDENED_BUDGET
+    assert key_bias.heads_per_group(call.query_heads(), call.key_heads()) == min(64, KeyBias.WIDENED_BUDGET // per_head)
+    assert key_bias.heads_per_group(call.query_heads(), call.key_heads()) * per_head <= KeyBias.WIDENED_BUDGET
     key_bias.WIDENED_BUDGET = per_head // 2          # one head is over the budget: still one head a call
-    assert key_bias.heads_per_group(call) == 1
+    assert key_bias.heads_per_group(call.query_heads(), call.key_heads()) == 1
 
 
 def test_a_biased_call_frees_its_inputs_without_the_garbage_collector():
