@@ -29,28 +29,39 @@ FLAT_RTOL = 1e-4
 
 
 def elbow_k(singular_values: torch.Tensor) -> int:
-    """Number of leading singular values before the MDC elbow (see the module docstring)."""
-    s = singular_values.detach().reshape(-1).to("cpu", torch.float64)
-    s = torch.sort(s, descending=True).values  # SVD order; sorting makes the index meaningful regardless
-    r = s.numel()
-    if r == 0 or s[0] <= 0:
+    """Number of leading singular values before the MDC elbow of one spectrum, in any order."""
+    s = singular_values.detach().reshape(-1).to(torch.float32)
+    if s.numel() == 0:
         return 0
-    if r == 1:
-        return 1
-    top, bottom = s[0].item(), s[-1].item()
-    if top - bottom <= FLAT_RTOL * top:
-        return r
-    signed = _signed_chord_distance(s, top, bottom)
-    dist = signed.abs()
-    p = int(torch.nonzero(dist >= dist.max() - TIE_TOL)[0].item())  # 0-based farthest point
-    below = signed[p].item() < -TIE_TOL
-    return p if below else p + 1
+    s = torch.sort(s, descending=True).values
+    return int(elbow_counts(s[None], torch.tensor([s.numel()], device=s.device))[0])
 
 
-def _signed_chord_distance(s: torch.Tensor, top: float, bottom: float) -> torch.Tensor:
-    """Perpendicular distance of each normalised point to the chord; positive above, negative below."""
-    r = s.numel()
-    x = torch.arange(r, dtype=torch.float64) / (r - 1)
-    y = (s - bottom) / (top - bottom)
-    # Sorted descending, the chord runs from (0, 1) to (1, 0): the line x + y - 1 = 0.
-    return (x + y - 1.0) / math.sqrt(2.0)
+def elbow_counts(values: torch.Tensor, rank: torch.Tensor) -> torch.Tensor:
+    """[B] long: the elbow count of each row of values ([B, m], descending), over its first rank[b] values.
+
+    Tensor operations only (no host reads, static shapes), so it also runs inside a torch.compile graph.
+    """
+    s = values.detach().to(_wide_dtype(values.device))
+    r = rank.to(device=s.device, dtype=torch.long)
+    index = torch.arange(s.shape[-1], device=s.device)
+    top = s[:, 0]
+    bottom = s.gather(-1, (r - 1).clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    spread = top - bottom
+    # Normalised to the unit square, the chord runs from (0, 1) to (1, 0): the line x + y - 1 = 0.
+    x = index / (r - 1).clamp_min(1).unsqueeze(-1)
+    y = (s - bottom.unsqueeze(-1)) / torch.where(spread > 0, spread, 1.0).unsqueeze(-1)
+    signed = (x + y - 1.0) / math.sqrt(2.0)          # positive above the chord, negative below
+    dist = torch.where(index < r.unsqueeze(-1), signed.abs(), -1.0)
+    farthest = dist >= dist.max(dim=-1, keepdim=True).values - TIE_TOL
+    p = farthest.to(torch.uint8).argmax(dim=-1)       # the first (smallest) index on ties
+    below = signed.gather(-1, p.unsqueeze(-1)).squeeze(-1) < -TIE_TOL
+    k = torch.where(below, p, p + 1)
+    k = torch.where(spread <= FLAT_RTOL * top, r, k)
+    k = torch.where(r == 1, 1, k)
+    return torch.where((r == 0) | (top <= 0), 0, k)
+
+
+def _wide_dtype(device: torch.device) -> torch.dtype:
+    # float64 keeps the tie tolerance far above rounding; MPS has no float64.
+    return torch.float32 if device.type == "mps" else torch.float64

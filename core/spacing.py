@@ -5,179 +5,209 @@ For one sample's real tokens C (L x d) with mean mu and centred Cc = C - mu = U 
 multiplies the top-k centred singular values by sigma and leaves the mean and the residual space alone.
 With k = all components this is the plain variance scale-up mu + sigma * (C - mu).
 
-All statistics are computed in float32 whatever the model dtype; results come back in the input dtype.
+Every function works on a whole batch [B, L, d] at once and keeps static shapes: the real tokens are a
+mask, never a selection of rows, and the rank and k are tensors, never host numbers. So the same code runs
+eagerly and inside a torch.compile graph, with no graph break and nothing that depends on the data's values
+for its shapes. Statistics are computed in float32 whatever the model dtype; results come back in the
+input dtype, and rows that do not change come back bit-identical.
 """
+from __future__ import annotations
+
 import torch
 
-from .elbow import elbow_k
+from .elbow import elbow_counts
 
 # A direction counts towards the numerical rank when its singular value exceeds RANK_RTOL * s_max. The
-# float32 Gram path resolves singular values only down to about sqrt(L * eps32) * s_max (~4e-4 at
-# L = 512), so below this a "direction" is rounding noise; the same cut is used on both paths so they
-# agree on r. The energy dropped is at most 1e-3 of the largest component per direction.
+# float32 Gram matrix resolves singular values only down to about sqrt(L * eps32) * s_max (~4e-4 at
+# L = 512), so below this a "direction" is rounding noise. The energy dropped is at most 1e-3 of the
+# largest component per direction.
 RANK_RTOL = 1e-3
 # Centred tokens whose spread is this small relative to the tokens themselves are rounding noise of the
 # mean (e.g. identical tokens), not variance: such a sample has rank 0.
 ZERO_VARIANCE_RTOL = 64 * torch.finfo(torch.float32).eps
+# Keeps divisions by a singular value or a norm finite where the value is zero; such entries are always
+# masked out afterwards.
+_TINY = torch.finfo(torch.float32).tiny
 
 MODES = ("auto", "fixed", "all")
 
 
-class TokenBasis:
-    """Principal decomposition of one sample's tokens, in float32.
+def real_rows_mask(tokens: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+    """[B, L] bool on the tokens' device: the rows statistics come from (all rows where real is None)."""
+    batch, length = tokens.shape[:2]
+    if real is None:
+        return torch.ones(batch, length, dtype=torch.bool, device=tokens.device)
+    if tuple(real.shape) != (batch, length):
+        raise ValueError(f"real-token mask shape {tuple(real.shape)} does not match tokens {(batch, length)}")
+    return real.to(device=tokens.device, dtype=torch.bool)
 
-    mean: 1 x d. singular_values: r, descending; r is the numerical rank (see RANK_RTOL) and may be 0.
-    leading(m): d x m, the top m principal directions as orthonormal columns, by descending singular value.
-    Callers need only the top k (or k + 1) of the r directions, so the Gram path orthonormalises just those,
-    on first use: the QR of all r columns was half the cost of a decomposition.
+
+def masked_mean(tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, d] float32 mean of each sample's rows where mask ([B, L] bool) is True; 0 for a sample with none."""
+    x = torch.where(mask.unsqueeze(-1), tokens.to(torch.float32), 0.0)  # where, not a product: pads may be inf
+    count = mask.sum(dim=-1, keepdim=True).clamp_min(1)
+    return x.sum(dim=-2) / count
+
+
+class Spectrum:
+    """Principal decomposition of each sample's real tokens, in float32, from the L x L Gram matrix.
+
+    centred: [B, L, d], real rows minus their mean, zero on the other rows. mean: [B, d].
+    values: [B, L] singular values, descending, zero from the numerical rank on (see RANK_RTOL).
+    rank: [B] long. left: [B, L, L] left singular vectors, columns in the order of `values`.
+
+    The text has fewer tokens than the model has dimensions (L < d), so the L x L Gram matrix is the small
+    side. The right singular vectors are never formed: with V = Cc^T U S^-1, every quantity the edits need
+    is a product with Cc and U (see `top_span`, `direction`, `project`).
     """
 
-    def __init__(self, mean, singular_values, directions=None, centred=None, left_vectors=None):
+    def __init__(self, centred, mean, values, rank, left):
+        self.centred = centred
         self.mean = mean
-        self.singular_values = singular_values
-        self._directions = directions          # orthonormal leading columns computed so far
-        # Gram path: the centred tokens and their left singular vectors; directions follow from these.
-        self._centred = centred
-        self._left_vectors = left_vectors
+        self.values = values
+        self.rank = rank
+        self.left = left
 
-    @property
-    def rank(self) -> int:
-        return int(self.singular_values.numel())
+    def leading(self, k: torch.Tensor, width: int | None = None) -> torch.Tensor:
+        """[B, width] bool: True for the first k[b] directions of each sample (all of them where width is None)."""
+        width = self.values.shape[-1] if width is None else width
+        return torch.arange(width, device=k.device) < k.unsqueeze(-1)
 
-    def leading(self, m: int) -> torch.Tensor:
-        m = max(0, min(int(m), self.rank))
-        if m == 0:
-            return self.mean.new_zeros(self.mean.shape[1], 0)
-        known = 0 if self._directions is None else self._directions.shape[1]
-        if known < m:
-            self._directions = _orthonormal_columns(self._centred.T @ self._left_vectors[:, :m])
-        return self._directions[:, :m]
+    def top_span(self, k: torch.Tensor) -> torch.Tensor:
+        """[B, L, d] float32: Cc V_k V_k^T, the centred tokens' part along each sample's top k directions.
 
-    @property
-    def directions(self) -> torch.Tensor:
-        """All r directions (d x r)."""
-        return self.leading(self.rank)
+        Equal to U_k U_k^T Cc. Eagerly only the columns up to the largest k are multiplied; inside a
+        compiled graph all L are, masked, because a width read from k would be a data-dependent shape.
+        """
+        width = self.values.shape[-1]
+        if not torch.compiler.is_compiling():
+            width = max(1, int(k.max()))
+        u = self.left[..., :width] * self.leading(k, width).unsqueeze(-2)
+        return u @ (u.mT @ self.centred)
 
+    def direction(self, index: torch.Tensor) -> torch.Tensor:
+        """[B, d] float32: the principal direction number index[b] (0-based) of each sample, v = Cc^T u / s;
+        zero where the sample has no such direction (index >= rank)."""
+        length = self.values.shape[-1]
+        at = index.clamp(0, length - 1)
+        u = self.left.gather(-1, at.view(-1, 1, 1).expand(-1, length, 1))      # [B, L, 1]
+        s = self.values.gather(-1, at.view(-1, 1))                            # [B, 1]
+        v = (self.centred.mT @ u).squeeze(-1) / s.clamp_min(_TINY)
+        return torch.where((index < self.rank).unsqueeze(-1), v, 0.0)
 
-def principal_basis(tokens: torch.Tensor) -> TokenBasis:
-    """Mean and principal directions of tokens (L x d), computed in float32."""
-    if tokens.ndim != 2:
-        raise ValueError(f"principal_basis expects tokens of shape [L, d], got {tuple(tokens.shape)}")
-    x = tokens.detach().to(torch.float32)
-    mean = x.mean(dim=0, keepdim=True)
-    cc = x - mean
-    floor = ZERO_VARIANCE_RTOL * torch.linalg.vector_norm(x).item()
-    L, d = cc.shape
-    if L < d:
-        s, u = _gram_spectrum(cc)
-        keep = s > _rank_tolerance(s, floor)
-        return TokenBasis(mean, s[keep], centred=cc, left_vectors=u[:, keep])
-    _, s, vh = torch.linalg.svd(cc, full_matrices=False)
-    keep = s > _rank_tolerance(s, floor)
-    return TokenBasis(mean, s[keep], directions=vh.T[:, keep].contiguous())
+    def project(self, vectors: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        """[B, d] float32: V_k V_k^T y for each sample's vector y ([B, d]): its part in the top-k span.
 
-
-def _rank_tolerance(s: torch.Tensor, floor: float) -> float:
-    s_max = s.max().item() if s.numel() else 0.0
-    return max(RANK_RTOL * s_max, floor)
+        V_k V_k^T = Cc^T U_k S_k^-2 U_k^T Cc, applied to one vector per sample: matrix-vector products only.
+        """
+        coefficients = self.left.mT @ (self.centred @ vectors.to(torch.float32).unsqueeze(-1))   # S V^T y
+        inverse_square = torch.where(self.leading(k), self.values.clamp_min(_TINY) ** -2, 0.0)
+        back = self.left @ (coefficients * inverse_square.unsqueeze(-1))
+        return (self.centred.mT @ back).squeeze(-1)
 
 
-def _gram_spectrum(cc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Singular values of cc (L x d, L < d), descending, and its left singular vectors, from the L x L Gram
-    matrix Cc Cc^T = U S^2 U^T. Rounding can make tiny eigenvalues negative: they are clamped to 0, far
-    below the rank cut. The right singular vectors follow as Cc^T U = V S (see TokenBasis.leading)."""
-    eigenvalues, u = torch.linalg.eigh(cc @ cc.T)
-    return eigenvalues.flip(-1).clamp_min(0).sqrt(), u.flip(-1)
+def on_real_rows(tokens: torch.Tensor, mask: torch.Tensor, edit) -> tuple[torch.Tensor, torch.Tensor]:
+    """edit(tokens, mask) -> (edited tokens, k per sample), run on each sample's real rows only.
+
+    Eagerly, the real rows are moved to the front and the batch is cut at its longest prompt, so the Gram
+    matrix and its eigh shrink from the padded length (512 on Wan) to the prompt's. In a compiled graph that
+    cut would be a data-dependent shape: edit then gets every row where it is, with the same result up to
+    rounding. edit must return the rows outside the mask as they are.
+    """
+    if torch.compiler.is_compiling():
+        return edit(tokens, mask)
+    width = int(mask.sum(dim=-1).max())
+    if width < 2:      # fewer than 2 real tokens in every sample: no spread to edit
+        return tokens, torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+    if width == mask.shape[-1]:
+        return edit(tokens, mask)
+    order = torch.argsort((~mask).to(torch.uint8), dim=-1, stable=True)[:, :width]
+    rows = order.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])
+    edited, k = edit(tokens.gather(1, rows), mask.gather(1, order))
+    return tokens.scatter(1, rows, edited), k
 
 
-def _orthonormal_columns(scaled: torch.Tensor) -> torch.Tensor:
-    """Cc^T u comes out far from orthogonal in float32 for the small values: a QR in descending order
-    re-orthonormalises the columns and keeps every leading span (so the top directions) as it is."""
-    q, rr = torch.linalg.qr(scaled)
-    return q * torch.where(torch.diagonal(rr) < 0, -1.0, 1.0)  # QR fixes signs arbitrarily; keep Cc^T u's
+def decompose(tokens: torch.Tensor, real: torch.Tensor | None = None) -> Spectrum:
+    """The Spectrum of each sample's real rows of tokens ([B, L, d]); real: [B, L] bool or None (all)."""
+    if tokens.ndim != 3:
+        raise ValueError(f"expected tokens of shape [B, L, d], got {tuple(tokens.shape)}")
+    mask = real_rows_mask(tokens, real)
+    rows = mask.unsqueeze(-1)
+    x = torch.where(rows, tokens.detach().to(torch.float32), 0.0)
+    mean = masked_mean(x, mask)
+    centred = torch.where(rows, x - mean.unsqueeze(-2), 0.0)
+    floor = ZERO_VARIANCE_RTOL * torch.linalg.vector_norm(x, dim=(-2, -1))
+    # Cc Cc^T = U S^2 U^T. Rounding can make tiny eigenvalues negative: clamped to 0, far below the rank cut.
+    eigenvalues, vectors = torch.linalg.eigh(_separate_other_rows(centred @ centred.mT, mask))
+    values, left = eigenvalues.flip(-1).clamp_min(0).sqrt(), vectors.flip(-1)
+    tolerance = torch.maximum(RANK_RTOL * values[:, 0], floor)
+    above = values > tolerance.unsqueeze(-1)
+    return Spectrum(centred, mean, torch.where(above, values, 0.0), above.sum(dim=-1), left)
 
 
-def resolve_k(basis: TokenBasis, mode: str, fixed_k: int) -> int:
-    """How many principal directions to scale: auto (MDC elbow), fixed (capped at the rank) or all."""
+def _separate_other_rows(gram: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The Gram matrix with a distinct negative diagonal on the rows outside the mask.
+
+    Those rows and columns are zero, so each would add an eigenvalue 0: with many of them between real
+    rows (SD3's CLIP padding sits between the CLIP and T5 tokens) float32 LAPACK eigh can fail to converge.
+    The block is decoupled, so the values -(1 + i/L) * max diagonal are exact eigenvalues: distinct, below
+    every real one (so they sort last and clamp to 0), and no larger than the real block's norm, which sets
+    the rounding of the real eigenvalues.
+    """
+    length = gram.shape[-1]
+    scale = gram.diagonal(dim1=-2, dim2=-1).amax(dim=-1).clamp_min(_TINY)
+    ramp = 1.0 + torch.arange(length, device=gram.device, dtype=gram.dtype) / length
+    return gram + torch.diag_embed(torch.where(mask, 0.0, -ramp * scale.unsqueeze(-1)))
+
+
+def choose_k(spectrum: Spectrum, mode: str, fixed_k: int) -> torch.Tensor:
+    """[B] long: how many principal directions to scale, auto (MDC elbow), fixed (capped at the rank) or all."""
     if mode == "auto":
-        return elbow_k(basis.singular_values)
+        return elbow_counts(spectrum.values, spectrum.rank)
     if mode == "fixed":
-        return max(0, min(int(fixed_k), basis.rank))
+        return spectrum.rank.clamp(max=max(0, int(fixed_k)))
     if mode == "all":
-        return basis.rank
+        return spectrum.rank
     raise ValueError(f"unknown k mode {mode!r}; expected one of {MODES}")
 
 
-def space_tokens(tokens: torch.Tensor, basis: TokenBasis, k: int, sigma: float) -> torch.Tensor:
-    """C + (sigma - 1) * Cc V_k V_k^T for tokens (L x d); the input object itself when nothing changes."""
-    k = min(int(k), basis.rank)
-    if sigma == 1 or k <= 0:
-        return tokens
-    x = tokens.to(torch.float32)
-    vk = basis.leading(k)
-    # The coefficients Cc V_k have zero column mean, so the added term leaves the mean alone.
-    added = ((x - basis.mean) @ vk) @ vk.T
-    return (x + (sigma - 1.0) * added).to(tokens.dtype)
-
-
-def scale_variance(tokens: torch.Tensor, alpha: float) -> torch.Tensor:
-    """mu + alpha * (C - mu) over the token axis (-2); the input object itself when alpha == 1."""
-    if alpha == 1:
-        return tokens
-    x = tokens.to(torch.float32)
-    mean = x.mean(dim=-2, keepdim=True)
-    return (mean + alpha * (x - mean)).to(tokens.dtype)
-
-
-def space_tokens_batch(
+def space_tokens(
     tokens: torch.Tensor,
-    real_mask: torch.Tensor | None,
+    real: torch.Tensor | None,
     sigma: float,
     mode: str,
     fixed_k: int,
-) -> tuple[torch.Tensor, list[int]]:
-    """Token Spacing per sample of tokens (B x L x d), statistics from the real rows only.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token Spacing per sample of tokens ([B, L, d]), statistics from the real rows only.
 
-    real_mask (B x L, True = real token; None = all real) selects the rows each sample's statistics come
-    from and the only rows that change; padding rows come back bit-identical. Returns the new tensor (the
-    input object itself when no sample changed) and the k applied per sample: 0 for a sample left as it
-    is (sigma == 1, fewer than 2 real tokens, or rank 0). In mode "all" no decomposition is needed and k
-    is reported as min(n_real - 1, d), the number of centred components.
+    real ([B, L] bool, True = real token; None = all real) marks the rows each sample's statistics come
+    from and the only rows that change; every other row comes back bit-identical, as does a sample with
+    k = 0 (fewer than 2 real tokens, or rank 0). Returns the new tokens (the input object itself when
+    sigma == 1) and the k applied per sample ([B] long). Mode "all" needs no decomposition: it is the
+    variance scale-up mu + sigma (C - mu), and k is reported as min(n_real - 1, d).
     """
     if mode not in MODES:
         raise ValueError(f"unknown k mode {mode!r}; expected one of {MODES}")
     if tokens.ndim != 3:
         raise ValueError(f"expected tokens of shape [B, L, d], got {tuple(tokens.shape)}")
-    batch, length, dim = tokens.shape
-    if real_mask is not None and tuple(real_mask.shape) != (batch, length):
-        raise ValueError(f"real_mask shape {tuple(real_mask.shape)} does not match tokens {(batch, length)}")
-    ks = [0] * batch
+    mask = real_rows_mask(tokens, real)
     if sigma == 1:
-        return tokens, ks
-    out = None
-    for b in range(batch):
-        rows = _real_rows(real_mask, b, length, tokens.device)
-        n_real = int(rows.numel())
-        if n_real < 2:
-            continue
-        spaced, ks[b] = _space_one(tokens[b, rows], sigma, mode, fixed_k)
-        if ks[b] == 0:
-            continue
-        if out is None:
-            out = tokens.clone()
-        out[b, rows] = spaced
-    return (tokens if out is None else out), ks
-
-
-def _real_rows(real_mask: torch.Tensor | None, b: int, length: int, device) -> torch.Tensor:
-    if real_mask is None:
-        return torch.arange(length, device=device)
-    return torch.nonzero(real_mask[b].to(device=device, dtype=torch.bool)).reshape(-1)
-
-
-def _space_one(rows: torch.Tensor, sigma: float, mode: str, fixed_k: int) -> tuple[torch.Tensor, int]:
+        return tokens, torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
     if mode == "all":
-        return scale_variance(rows, sigma), min(rows.shape[0] - 1, rows.shape[1])
-    basis = principal_basis(rows)
-    k = resolve_k(basis, mode, fixed_k)
-    return space_tokens(rows, basis, k, sigma), k
+        x = tokens.to(torch.float32)
+        n_real = mask.sum(dim=-1)
+        k = torch.where(n_real >= 2, (n_real - 1).clamp(max=tokens.shape[-1]), 0)
+        mean = masked_mean(x, mask).unsqueeze(-2)
+        spaced = mean + sigma * (x - mean)
+        changes = (mask & (k > 0).unsqueeze(-1)).unsqueeze(-1)
+        return torch.where(changes, spaced.to(tokens.dtype), tokens), k
+
+    def space(rows, rows_mask):
+        spectrum = decompose(rows, rows_mask)
+        k = choose_k(spectrum, mode, fixed_k)
+        # The coefficients Cc V_k have zero mean over the real rows, so the added term leaves the mean alone.
+        spaced = rows.to(torch.float32) + (sigma - 1.0) * spectrum.top_span(k)
+        changes = (rows_mask & (k > 0).unsqueeze(-1)).unsqueeze(-1)
+        return torch.where(changes, spaced.to(rows.dtype), rows), k
+
+    return on_real_rows(tokens, mask, space)

@@ -40,13 +40,23 @@ class ModelInputs:
         return self._real_mask
 
 
-@dataclass
 class TextView:
-    """The text tokens one block receives, which of them are real, and how to hand back edited ones."""
+    """The text tokens one block receives, which of them are real, and how to hand back edited ones.
 
-    tokens: torch.Tensor                # [B, T, d]
-    real: torch.Tensor | None           # [B, T] bool, None = all real
-    put: object                         # callable(new_tokens) -> new block args
+    tokens: [B, T, d]. real: [B, T] bool (None = all real), or a callable that finds it: looked at only
+    when an edit is computed, not when a cached one is reused. put: callable(new_tokens) -> new block args.
+    """
+
+    def __init__(self, tokens: torch.Tensor, real, put):
+        self.tokens = tokens
+        self._real = real
+        self.put = put
+
+    @property
+    def real(self) -> torch.Tensor | None:
+        if callable(self._real):
+            self._real = self._real()
+        return self._real
 
 
 @dataclass(frozen=True)
@@ -64,8 +74,13 @@ class Adapter:
         rows = 0 if context is None else context.shape[1]
         return ModelInputs(text_rows=rows)
 
-    def classify(self, ctx, call_index: int) -> str | None:
-        """The kind of the n-th attention call inside a hooked block, or None for a call we don't know."""
+    # True where the kind of an attention call follows from its place in the block (the hook then counts
+    # the calls); False where it follows from the query length alone.
+    counts_calls = True
+
+    def classify(self, ctx, call_index: int | None, query_tokens: int) -> str | None:
+        """The kind of an attention call inside a hooked block (the call_index-th, with query_tokens
+        queries), or None for a call we don't know."""
         raise NotImplementedError
 
     def block_text_len(self, block: tuple, args: dict) -> int | None:
@@ -93,7 +108,7 @@ class WanAdapter(Adapter):
         image_tokens = int(clip.shape[-2]) if (clip is not None and self.i2v_cross_attention) else 0
         return ModelInputs(context.shape[1] if context is not None else 0, find_real, image_tokens)
 
-    def classify(self, ctx, call_index):
+    def classify(self, ctx, call_index, query_tokens):
         # A Wan block calls self-attention, then (i2v) the CLIP-image cross-attention, then the text one.
         if call_index == 0:
             return SELF
@@ -114,7 +129,8 @@ class WanAdapter(Adapter):
             edited["txt"] = torch.cat([context[:, :skip], new_text], dim=1) if skip else new_text
             return edited
 
-        return TextView(context[:, skip:] if skip else context, ctx.plan.inputs.real_mask, put)
+        inputs = ctx.plan.inputs
+        return TextView(context[:, skip:] if skip else context, lambda: inputs.real_mask, put)
 
 
 class _JointTextViews:
@@ -152,9 +168,15 @@ class _JointTextViews:
 
 @dataclass(frozen=True)
 class MMDiTAdapter(_JointTextViews, Adapter):
-    def classify(self, ctx, call_index):
-        # One joint call per block; MMDiT-X blocks add an image-only self-attention.
-        return JOINT if call_index == 0 else SELF if call_index == 1 else None
+    # ComfyUI runs a replaced MMDiT block under torch.utils.checkpoint, where torch.compile cannot trace a
+    # change to an object made outside it (a call counter): the kind comes from the query length instead.
+    counts_calls = False
+
+    def classify(self, ctx, call_index, query_tokens):
+        # One joint call (text + image queries) per block; MMDiT-X blocks add an image-only self-attention.
+        if ctx.text_len is not None and query_tokens == ctx.text_len + ctx.image_len:
+            return JOINT
+        return SELF if query_tokens == ctx.image_len else None
 
     def block_text_len(self, block, args):
         return args["txt"].shape[1] if args.get("txt") is not None else None
@@ -167,7 +189,7 @@ class MMDiTAdapter(_JointTextViews, Adapter):
 class FluxAdapter(_JointTextViews, Adapter):
     text_first: bool = True
 
-    def classify(self, ctx, call_index):
+    def classify(self, ctx, call_index, query_tokens):
         return JOINT if call_index == 0 else None
 
     def block_text_len(self, block, args):

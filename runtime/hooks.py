@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from .attention_call import AttentionCall
-from .state import BLOCK_KEY, CONFIG_KEY, PASS_KEY, RUN_KEY, STEP_KEY, BlockContext, RunState, StepPlan, log
+from .state import BLOCK_KEY, CONFIG_KEY, INSIDE_KEY, PASS_KEY, RUN_KEY, STEP_KEY, BlockContext, RunState, StepPlan, log
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
@@ -87,6 +87,7 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     finally:
         options.pop(STEP_KEY, None)
+        plan.give_warnings()
 
 
 class BlockHook:
@@ -112,7 +113,9 @@ class BlockHook:
         here = tuple(iv for iv in plan.active if self.block in iv.blocks)
         if not here:
             return self._inner(args, extra)
-        ctx = BlockContext(block=self.block, interventions=here, plan=plan, adapter=adapter, text_len=text_len)
+        image = args.get("img")
+        ctx = BlockContext(block=self.block, interventions=here, plan=plan, adapter=adapter, text_len=text_len,
+                           image_len=image.shape[1] if image is not None else None)
         for iv in here:
             if iv.acts_on_block_inputs:
                 args = iv.edit_block_inputs(args, ctx)
@@ -141,24 +144,33 @@ class AttentionHook:
     def __call__(self, func, *args, **kwargs):
         options = kwargs.get("transformer_options")
         ctx = options.get(BLOCK_KEY) if isinstance(options, dict) else None
-        if ctx is None or ctx.inside_attention or len(args) < 3:
+        if ctx is None or options.get(INSIDE_KEY) or len(args) < 3:
             return self._inner(func, args, kwargs)
-        call_index = ctx.calls
-        ctx.calls += 1
-        kind = options[CONFIG_KEY].adapter.classify(ctx, call_index)
+        adapter = options[CONFIG_KEY].adapter
+        call_index = None
+        if adapter.counts_calls:
+            call_index = ctx.calls
+            ctx.calls += 1
+        kind = adapter.classify(ctx, call_index, _query_tokens(args, kwargs))
         if kind is None:
             return self._inner(func, args, kwargs)
+        # The call goes on with options marked as edited: an inner override that calls attention again
+        # with them is passed through. A marked copy, not a flag set and reset on shared state, which
+        # torch.compile could not trace under the checkpoint ComfyUI puts around a replaced SD3 block.
+        kwargs = dict(kwargs, transformer_options={**options, INSIDE_KEY: True})
         call = AttentionCall(kind, ctx, args, kwargs)
         for iv in ctx.interventions:
             if iv.acts_on_attention:
                 iv.edit_attention(call)
-        ctx.inside_attention = True
-        try:
-            return call.run(lambda call_args, call_kwargs: self._inner(func, call_args, call_kwargs))
-        finally:
-            ctx.inside_attention = False
+        return call.run(lambda call_args, call_kwargs: self._inner(func, call_args, call_kwargs))
 
     def _inner(self, func, args, kwargs):
         if self.inner is not None:
             return self.inner(func, *args, **kwargs)
         return func(*args, **kwargs)
+
+
+def _query_tokens(args: tuple, kwargs: dict) -> int:
+    """Number of queries: q is [B, L, H*D], or [B, H, L, D] with skip_reshape."""
+    q = args[0]
+    return q.shape[2] if kwargs.get("skip_reshape", False) else q.shape[1]

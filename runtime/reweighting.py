@@ -56,7 +56,7 @@ class TokenBias(Intervention):
         else:
             return
         if keys != n:
-            ctx.plan.run.warn_once(f"{self.label}-rows-{keys}", (
+            ctx.plan.warn_once(f"{self.label}-rows-{keys}", (
                 f"{self.label}: {keys} text keys where the weights have {n} rows (a batch padded to a common "
                 "length?); left unweighted there"))
             return

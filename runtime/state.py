@@ -12,6 +12,7 @@ CONFIG_KEY = "tokenfocus"          # on the clone: the TokenFocusConfig
 RUN_KEY = "tokenfocus_run"         # during one sampling run: the RunState
 STEP_KEY = "tokenfocus_step"       # during one model call: the StepPlan
 BLOCK_KEY = "tokenfocus_block"     # during one hooked block: the BlockContext
+INSIDE_KEY = "tokenfocus_inside"   # on the options an edited attention call hands down: already edited
 PASS_KEY = "tokenfocus_pass"       # during an extra model pass a node runs itself (e.g. guidance): its name
 
 log = logging.getLogger("TokenFocus")
@@ -63,6 +64,15 @@ class StepPlan:
     latent_shape: tuple = ()         # shape of the model input x: [B, C, H, W] or [B, C, T, H, W]
     scratch: dict = field(default_factory=dict)   # per-call facts found on the way (text length, ...)
 
+    def warn_once(self, key: str, message: str) -> None:
+        """A warning met during the model call, given (once per run) when the call ends: a logger call
+        inside a torch.compile graph would break it."""
+        self.scratch.setdefault("warnings", {}).setdefault(key, message)
+
+    def give_warnings(self) -> None:
+        for key, message in self.scratch.get("warnings", {}).items():
+            self.run.warn_once(key, message)
+
     def uncond_samples(self, batch: int) -> list[bool]:
         """Per sample of the batch: True where it belongs to an uncond chunk (ComfyUI: 1 = uncond)."""
         if not self.cond_or_uncond or batch % len(self.cond_or_uncond):
@@ -80,5 +90,5 @@ class BlockContext:
     plan: StepPlan
     adapter: object
     text_len: int | None = None
+    image_len: int | None = None     # image (or joint) tokens the block received
     calls: int = 0
-    inside_attention: bool = False

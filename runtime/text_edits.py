@@ -2,7 +2,7 @@
 
 Both act at the input of a block, on the text tokens the adapter finds there, per sample and over the
 prompt's real tokens only. Where the text is the same in every block and step (Wan), an edit is computed
-once per sampling run and reused; elsewhere once per block call.
+once per sampling run and reused (under torch.compile once per model call); elsewhere once per block call.
 """
 from __future__ import annotations
 
@@ -11,35 +11,35 @@ from dataclasses import dataclass
 import torch
 
 from ..core.rotation import align_residual
-from ..core.spacing import principal_basis, resolve_k, space_tokens_batch
+from ..core.spacing import choose_k, decompose, masked_mean, on_real_rows, real_rows_mask, space_tokens
 from .adapters import TextView
 from .interventions import Intervention
 
 
-def _real_rows(view, batch_index: int) -> torch.Tensor:
-    if view.real is None:
-        return torch.arange(view.tokens.shape[1], device=view.tokens.device)
-    return torch.nonzero(view.real[batch_index].to(view.tokens.device)).reshape(-1)
-
-
-# The decomposition has a data-dependent rank and k: under torch.compile it runs eagerly (one clean graph
-# break per edited block) instead of being traced into many breaks and recompilations.
-@torch.compiler.disable
 def _reuse_or_compute(ctx, owner, view, compute):
     """Static text (Wan): one edit per run, found again by value. Elsewhere the text differs per block."""
     if not ctx.adapter.static_text:
         return compute()
     tokens = view.tokens
-    cached = ctx.plan.run.cache.setdefault(id(owner), [])
-    for i, (before, after) in enumerate(cached):
-        # Identity first (the same context object in every block of a call), then value (a new step).
-        if before is tokens:
-            return after
-        if before.shape == tokens.shape and before.device == tokens.device and torch.equal(before, tokens):
-            # Remember the new object: the call's other blocks then match by identity, so a step compares
-            # values once (torch.equal waits for the GPU), not once per block.
-            cached[i] = (tokens, after)
-            return after
+    if torch.compiler.is_compiling():
+        # In a graph, comparing values would be a data-dependent branch and a cache that outlives the call
+        # would change the guards: one edit per model call, found again by identity (every block of a call
+        # gets the same context object).
+        cached = ctx.plan.scratch.setdefault(("text edit", id(owner)), [])
+        for before, after in cached:
+            if before is tokens:
+                return after
+    else:
+        cached = ctx.plan.run.cache.setdefault(id(owner), [])
+        for i, (before, after) in enumerate(cached):
+            # Identity first (the same context object in every block of a call), then value (a new step).
+            if before is tokens:
+                return after
+            if before.shape == tokens.shape and before.device == tokens.device and torch.equal(before, tokens):
+                # Remember the new object: the call's other blocks then match by identity, so a step
+                # compares values once (torch.equal waits for the GPU), not once per block.
+                cached[i] = (tokens, after)
+                return after
     result = compute()
     if result is not None:
         cached.append((tokens, result))
@@ -64,7 +64,7 @@ class _TextEdit(Intervention):
     def edit_block_inputs(self, args, ctx):
         view = ctx.adapter.text_view(ctx.block, args, ctx)
         if view is None:
-            ctx.plan.run.warn_once(f"{self.label}-{ctx.block}", f"{self.label}: no text tokens found in {ctx.block}; skipped there")
+            ctx.plan.warn_once(f"{self.label}-{ctx.block}", f"{self.label}: no text tokens found in {ctx.block}; skipped there")
             return args
         view = self._with_positive_padding(view, ctx)
         edited = _reuse_or_compute(ctx, self, view, lambda: self.edit_tokens(view, ctx))
@@ -77,7 +77,7 @@ class _TextEdit(Intervention):
     def _with_positive_padding(self, view, ctx):
         """Mark the positive prompt's padding rows (cond samples) where the adapter could not."""
         batch, rows = view.tokens.shape[:2]
-        if view.real is not None or len(self.positive_real) != rows:
+        if len(self.positive_real) != rows or view.real is not None:
             return view
         real = torch.ones(batch, rows, dtype=torch.bool, device=view.tokens.device)
         positive = torch.tensor(self.positive_real, dtype=torch.bool, device=view.tokens.device)
@@ -97,12 +97,12 @@ class TokenSpacing(_TextEdit):
     def edit_tokens(self, view, ctx):
         real = view.real
         if self.cond_only:
-            batch, rows = view.tokens.shape[:2]
-            real = torch.ones(batch, rows, dtype=torch.bool, device=view.tokens.device) if real is None else real.clone()
+            batch = view.tokens.shape[0]
+            real = real_rows_mask(view.tokens, real).clone()
             for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)):
                 if is_uncond:
                     real[b] = False
-        spaced, _ = space_tokens_batch(view.tokens, real, self.sigma, self.k_mode, self.fixed_k)
+        spaced, _ = space_tokens(view.tokens, real, self.sigma, self.k_mode, self.fixed_k)
         return spaced
 
 
@@ -113,44 +113,51 @@ class ResidualAlignment(_TextEdit):
     fixed_k: int = 8
 
     def edit_tokens(self, view, ctx):
-        batch = view.tokens.shape[0]
-        uncond = ctx.plan.uncond_samples(batch)
-        means = [view.tokens[b, _real_rows(view, b)].float().mean(dim=0) for b in range(batch)]
+        tokens = view.tokens
+        real = real_rows_mask(tokens, view.real)
+        uncond = ctx.plan.uncond_samples(tokens.shape[0])
+        means = masked_mean(tokens, real)
         partner = self._uncond_partner(ctx, means, uncond)
+        cond = [b for b, is_uncond in enumerate(uncond) if not is_uncond]
         if partner is None:
             return None
-        out = None
-        for b in range(batch):
-            if uncond[b]:
-                continue
-            rows = _real_rows(view, b)
-            if rows.numel() < 2:
-                continue
-            tokens = view.tokens[b, rows]
-            basis = principal_basis(tokens)
-            k = resolve_k(basis, self.k_mode, self.fixed_k)
-            aligned = align_residual(tokens, basis, k, means[b] - partner, self.strength)
-            if aligned is tokens:
-                continue
-            if out is None:
-                out = view.tokens.clone()
-            out[b, rows] = aligned
-        return view.tokens if out is None else out
+        if not cond:
+            return tokens
+        # Only the cond samples are decomposed and rotated; the uncond ones are the reference.
+        rows = None if len(cond) == len(uncond) else torch.tensor(cond, device=tokens.device)
+        part, part_real = (tokens, real) if rows is None else (tokens[rows], real[rows])
+        semantic = (means if rows is None else means[rows]) - partner
+
+        def rotate(part_rows, part_rows_real):
+            spectrum = decompose(part_rows, part_rows_real)
+            k = choose_k(spectrum, self.k_mode, self.fixed_k)
+            return align_residual(part_rows, part_rows_real, spectrum, k, semantic, self.strength), k
+
+        aligned, _ = on_real_rows(part, part_real, rotate)
+        return aligned if rows is None else tokens.index_copy(0, rows, aligned)
+
+    def prepare_step(self, plan, device) -> None:
+        # One slot per block for the latest uncond text mean, made before the model runs: inside a compiled
+        # graph, storing into an existing slot keeps the guards, adding a key to a dict would not.
+        plan.run.cache.setdefault(self._means_key, dict.fromkeys(self.blocks))
+
+    @property
+    def _means_key(self):
+        return (id(self), "uncond-means")
 
     def _uncond_partner(self, ctx, means, uncond):
         """The uncond text mean at this block: from this batch, else the latest uncond pass of the run."""
-        key = (id(self), "uncond-mean", ctx.block)
-        run = ctx.plan.run
+        latest = ctx.plan.run.cache[self._means_key]
         if any(uncond):
             partner = means[uncond.index(True)]
-            run.cache[key] = partner
+            latest[ctx.block] = partner     # for a cond pass that runs in a batch of its own
             return partner
-        if key in run.cache:
-            run.warn_once(f"{self.label}-split", (
+        if latest.get(ctx.block) is not None:
+            ctx.plan.warn_once(f"{self.label}-split", (
                 f"{self.label}: cond and uncond ran in separate batches; aligning to the uncond text of the "
                 "latest uncond pass at the same block (exact for Wan, one step old elsewhere)"))
-            return run.cache[key]
-        run.warn_once(f"{self.label}-nopartner", (
+            return latest[ctx.block]
+        ctx.plan.warn_once(f"{self.label}-nopartner", (
             f"{self.label}: no uncond pass to align to yet (CFG 1, guidance-distilled model, or cond ran first "
             "in a separate batch); skipped until one has run"))
         return None

@@ -215,3 +215,28 @@ def test_a_run_where_no_block_reached_the_hooks_says_so(tiny, node, caplog):
     with caplog.at_level(logging.WARNING, logger="TokenFocus"):
         sample_with(model, patched)
     assert not any("no transformer block ran through" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd35_medium", "flux"])
+def test_an_inner_override_that_calls_attention_again_is_edited_once(tiny, node, family):
+    # A foreign override installed before TokenFocus that routes its call back through ComfyUI's
+    # optimized_attention with the options it was handed: TokenFocus must not scale q a second time.
+    from comfy.ldm.modules.attention import optimized_attention
+
+    depth = []
+
+    def reentrant(func, *args, **kwargs):
+        if depth:
+            return func(*args, **kwargs)
+        depth.append(1)
+        try:
+            kwargs.pop("_inside_attn_wrapper", None)
+            return optimized_attention(*args, **kwargs)   # back through the override chain, same options
+        finally:
+            depth.pop()
+
+    model = tiny(family)
+    expected = sample_with(model, run(node, model.patcher)[0])
+    foreign = model.patcher.clone()
+    foreign.model_options["transformer_options"]["optimized_attention_override"] = reentrant
+    assert torch.equal(sample_with(model, run(node, foreign)[0]), expected)

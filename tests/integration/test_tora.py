@@ -115,8 +115,8 @@ def test_wan_context_is_decomposed_once_per_run(tiny, nodes, monkeypatch):
     import tokenfocus.runtime.text_edits as text_edits
 
     calls = []
-    real = text_edits.space_tokens_batch
-    monkeypatch.setattr(text_edits, "space_tokens_batch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = text_edits.space_tokens
+    monkeypatch.setattr(text_edits, "space_tokens", lambda *a, **k: calls.append(1) or real(*a, **k))
     model = tiny("wan21_t2v")
     patched, _ = spacing(nodes, model.patcher, k_mode="auto")
     sample_with(model, patched)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from tokenfocus.core.elbow import elbow_k
+from tokenfocus.core.elbow import elbow_counts, elbow_k
 
 
 def _rank_plus_noise(r: int, n: int, seed: int, flat_top: bool = False) -> torch.Tensor:
@@ -65,3 +65,18 @@ def test_degenerate_spectra():
 def test_accepts_half_precision():
     s = _rank_plus_noise(3, 32, seed=0).to(torch.bfloat16)
     assert elbow_k(s) == 3
+
+
+def test_batched_counts_equal_one_spectrum_at_a_time():
+    # Each row counts over its own rank; the values past it (here: junk) are ignored.
+    spectra = [_rank_plus_noise(3, 20, seed=0), _rank_plus_noise(7, 12, seed=1), torch.tensor([2.5]),
+               torch.full((5,), 2.0), torch.zeros(4), torch.tensor([1.0, 0.95, 0.5, 0.05, 0.0])]
+    width = max(s.numel() for s in spectra)
+    rows = torch.stack([torch.cat([s, torch.full((width - s.numel(),), 99.0)]) for s in spectra])
+    rank = torch.tensor([s.numel() for s in spectra])
+    expected = [elbow_k(s) for s in spectra]
+    assert expected == [3, 7, 1, 5, 0, 2]
+    assert elbow_counts(rows, rank).tolist() == expected
+    assert elbow_counts(rows, torch.zeros(len(spectra), dtype=torch.long)).tolist() == [0] * len(spectra)
+    compiled = torch.compile(elbow_counts, backend="eager", fullgraph=True, dynamic=False)
+    assert compiled(rows, rank).tolist() == expected

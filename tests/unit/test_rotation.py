@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tokenfocus.core.rotation import align_residual, givens_rotate
-from tokenfocus.core.spacing import principal_basis
+from tokenfocus.core.spacing import decompose
 
 
 def _plane(d, seed=0):
@@ -77,21 +77,35 @@ def _semantic(d=48, seed=5):
     return torch.randn(d, generator=torch.Generator().manual_seed(seed))
 
 
-def _residual_unit(basis, k, s):
-    vk = basis.directions[:, :k]
-    s_res = s - vk @ (vk.T @ s)
+def _directions(x):
+    """float64 reference: right singular vectors of the centred tokens (columns) and singular values."""
+    x = x.double()
+    _, s, vh = torch.linalg.svd(x - x.mean(0), full_matrices=False)
+    return vh.T, s
+
+
+def _residual_unit(x, k, s):
+    vk = _directions(x)[0][:, :k]
+    s_res = s.double() - vk @ (vk.T @ s.double())
     return s_res / s_res.norm()
+
+
+def align(x, k, semantic, strength, real=None):
+    """Residual Alignment of one sample (x: L x d) with a fixed k."""
+    batch = x[None]
+    mask = None if real is None else real[None]
+    spectrum = decompose(batch, mask)
+    return align_residual(batch, mask, spectrum, torch.tensor([k]), semantic[None], strength)[0]
 
 
 @pytest.mark.parametrize("k", [0, 2, 4])
 @pytest.mark.parametrize("strength", [0.3, 1.0])
 def test_alignment_keeps_mean_principal_part_and_centred_geometry(k, strength):
     x = _tokens()
-    basis = principal_basis(x)
-    out = align_residual(x, basis, k, _semantic(), strength)
+    out = align(x, k, _semantic(), strength)
     torch.testing.assert_close(out.mean(0), x.mean(0), rtol=0, atol=1e-5)
     xc, oc = x - x.mean(0), out - out.mean(0)
-    vk = basis.directions[:, :k]
+    vk = _directions(x)[0][:, :k].float()
     torch.testing.assert_close(oc @ vk, xc @ vk, rtol=0, atol=1e-5)
     torch.testing.assert_close(oc.norm(dim=1), xc.norm(dim=1), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(oc @ oc.T, xc @ xc.T, rtol=1e-5, atol=1e-4)
@@ -102,47 +116,75 @@ def test_alignment_keeps_mean_principal_part_and_centred_geometry(k, strength):
 def test_full_strength_aligns_the_first_residual_direction_with_the_semantic_direction(k):
     x = _tokens()
     s = _semantic()
-    basis = principal_basis(x)
-    s_r = _residual_unit(basis, k, s)
-    assert abs(torch.dot(basis.directions[:, k], s_r)) < 0.9  # not aligned to begin with
-    new_basis = principal_basis(align_residual(x, basis, k, s, 1.0))
-    assert abs(torch.dot(new_basis.directions[:, k], s_r)) > 1 - 1e-5
+    v, values = _directions(x)
+    s_r = _residual_unit(x, k, s)
+    assert abs(torch.dot(v[:, k], s_r)) < 0.9  # not aligned to begin with
+    out = align(x, k, s, 1.0)
+    new_v, new_values = _directions(out)
+    assert abs(torch.dot(new_v[:, k], s_r)) > 1 - 1e-5
     # The principal directions and the spectrum stay as they were.
-    cos_top = (new_basis.directions[:, :k] * basis.directions[:, :k]).sum(0).abs()
-    torch.testing.assert_close(cos_top, torch.ones(k), rtol=0, atol=1e-5)
-    torch.testing.assert_close(new_basis.singular_values, basis.singular_values, rtol=1e-5, atol=1e-5)
+    cos_top = (new_v[:, :k] * v[:, :k]).sum(0).abs()
+    torch.testing.assert_close(cos_top, torch.ones(k, dtype=torch.float64), rtol=0, atol=1e-5)
+    torch.testing.assert_close(new_values, values, rtol=1e-5, atol=1e-5)
 
 
 def test_strength_scales_the_angle():
     x = _tokens()
     s = _semantic()
-    basis = principal_basis(x)
     k = 2
-    s_r = _residual_unit(basis, k, s)
-    before = math.acos(abs(torch.dot(basis.directions[:, k], s_r).item()))
-    new_basis = principal_basis(align_residual(x, basis, k, s, 0.5))
-    after = math.acos(min(1.0, abs(torch.dot(new_basis.directions[:, k], s_r).item())))
+    s_r = _residual_unit(x, k, s)
+    before = math.acos(abs(torch.dot(_directions(x)[0][:, k], s_r).item()))
+    after_v = _directions(align(x, k, s, 0.5))[0]
+    after = math.acos(min(1.0, abs(torch.dot(after_v[:, k], s_r).item())))
     assert after == pytest.approx(before / 2, abs=1e-4)
 
 
-def test_nothing_to_align_returns_the_input_object():
+def test_nothing_to_align_leaves_the_tokens_as_they_are():
     x = _tokens()
-    basis = principal_basis(x)
     s = _semantic()
-    assert align_residual(x, basis, 2, s, 0.0) is x
-    assert align_residual(x, basis, basis.rank, s, 1.0) is x  # no residual direction left
-    assert align_residual(x, basis, 2, torch.zeros(48), 1.0) is x
-    in_principal_span = basis.directions[:, :2] @ torch.tensor([0.6, -0.8])
-    assert align_residual(x, basis, 2, in_principal_span, 1.0) is x
-    r1 = basis.directions[:, 2]
-    assert align_residual(x, basis, 2, 3.0 * r1, 1.0) is x
-    assert align_residual(x, basis, 2, -r1 + basis.directions[:, 0], 1.0) is x  # parallel once residual
+    v = _directions(x)[0].float()
+    batch = x[None]
+    assert align_residual(batch, None, decompose(batch), torch.tensor([2]), s[None], 0.0) is batch
+    assert torch.equal(align(x, 8, s, 1.0), x)  # k = rank: no residual direction left
+    assert torch.equal(align(x, 2, torch.zeros(48), 1.0), x)
+    assert torch.equal(align(x, 2, v[:, :2] @ torch.tensor([0.6, -0.8]), 1.0), x)  # in the principal span
+    r1 = v[:, 2]
+    assert torch.equal(align(x, 2, 3.0 * r1, 1.0), x)
+    assert torch.equal(align(x, 2, -r1 + v[:, 0], 1.0), x)  # parallel once residual
+
+
+def test_padding_rows_and_other_samples_are_untouched():
+    x = torch.cat([_tokens(), 40.0 * torch.randn(6, 48, generator=torch.Generator().manual_seed(9))])
+    real = torch.arange(30) < 24
+    out = align(x, 2, _semantic(), 1.0, real)
+    assert torch.equal(out[~real], x[~real])
+    torch.testing.assert_close(out[real], align(x[real], 2, _semantic(), 1.0), rtol=0, atol=1e-5)
+    # One sample with something to align, one without (k = rank): the second comes back as it is.
+    batch = torch.stack([_tokens(), _tokens(seed=3)])
+    semantic = torch.stack([_semantic(), _semantic(seed=6)])
+    out = align_residual(batch, None, decompose(batch), torch.tensor([2, 8]), semantic, 1.0)
+    assert torch.equal(out[1], batch[1]) and not torch.equal(out[0], batch[0])
 
 
 def test_alignment_in_half_precision():
     x = _tokens().to(torch.bfloat16)
-    basis = principal_basis(x)
-    out = align_residual(x, basis, 2, _semantic().to(torch.bfloat16), 1.0)
+    s = _semantic().to(torch.bfloat16)
+    out = align(x, 2, s, 1.0)
     assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
-    ref = align_residual(x.float(), principal_basis(x.float()), 2, _semantic().to(torch.bfloat16), 1.0)
-    torch.testing.assert_close(out, ref.to(torch.bfloat16), rtol=0, atol=0)
+    torch.testing.assert_close(out, align(x.float(), 2, s, 1.0).to(torch.bfloat16), rtol=0, atol=0)
+
+
+def test_alignment_compiles_into_one_graph_and_matches_eager():
+    batch = torch.stack([_tokens(), _tokens(seed=3)])
+    real = torch.ones(2, 24, dtype=torch.bool)
+    real[1, 20:] = False
+    semantic = torch.stack([_semantic(), _semantic(seed=6)])
+
+    def run(tokens, mask, semantic):
+        spectrum = decompose(tokens, mask)
+        return align_residual(tokens, mask, spectrum, torch.tensor([2, 3]), semantic, 0.7)
+
+    eager = run(batch, real, semantic)
+    compiled = torch.compile(run, backend="eager", fullgraph=True, dynamic=False)(batch, real, semantic)
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-6)
+    assert torch.equal(compiled[1, 20:], batch[1, 20:])
