@@ -271,8 +271,9 @@ def dynamo_logs():
 def compile_run(bench, patcher, steps: int, backend: str, pack_dirs: tuple) -> dict:
     """Compile the diffusion model as ComfyUI's TorchCompileModel node does (comfy_api's
     set_torch_compile_wrapper: torch.compile behind an APPLY_MODEL wrapper), sample, and count what dynamo
-    did over the whole run, split by where it happened: TokenFocus's code or elsewhere (ComfyUI, torch).
-    Dynamo's caches and counters are reset first, so each arm counts from zero."""
+    did over the whole run, split by where it happened: TokenFocus's code or elsewhere (ComfyUI, torch);
+    then sample once more and count again. Dynamo's caches and counters are reset first, so each arm counts
+    from zero."""
     import torch._dynamo
     from comfy_api.torch_helpers import set_torch_compile_wrapper
     from torch._dynamo.utils import counters
@@ -289,12 +290,21 @@ def compile_run(bench, patcher, steps: int, backend: str, pack_dirs: tuple) -> d
         except Exception as e:  # a model that does not compile is a result, not a crash of the benchmark
             out, error = None, f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
     seconds = time.perf_counter() - start
+    counted = dict(counters["graph_break"]), counters["stats"]["unique_graphs"]
+    # A second run on the same compiled model: what a schedule costs beyond the first run. A node whose
+    # step range switches off mid-run needs a second program once; a second run should find both cached.
+    counters.clear()
+    rerun = dict(breaks=0, recompiles=0)
+    if error is None:
+        with dynamo_logs() as again:
+            sample(bench, compiled, steps)
+        rerun = dict(breaks=sum(counters["graph_break"].values()), recompiles=len(again["recompiles"]))
     breaks = [_break_site(m) for m in logs["breaks"]]
     recompiles = [_recompile_site(m) for m in logs["recompiles"]]
     in_pack = lambda site: site[0].startswith(pack_dirs)  # noqa: E731
     result = dict(
         seconds=seconds, error=error,
-        graph_breaks=sum(counters["graph_break"].values()),
+        graph_breaks=sum(counted[0].values()),
         pack_breaks=sorted({f"{_short(f)}:{line} {why}" for f, line, why in breaks if in_pack((f,))}),
         other_breaks=sorted({f"{_short(f)}:{line} {why}" for f, line, why in breaks if not in_pack((f,))}),
         recompiles=len(recompiles),
@@ -302,7 +312,8 @@ def compile_run(bench, patcher, steps: int, backend: str, pack_dirs: tuple) -> d
         recompile_reasons=sorted({f"{_short(f)} {func}: {guard}" for f, func, guard in recompiles if in_pack((f,))}),
         other_recompile_reasons=sorted({f"{_short(f)} {func}: {guard}" for f, func, guard in recompiles if not in_pack((f,))}),
         limit_hits=[m.splitlines()[0] for m in logs["warnings"] if "recompile_limit" in m or "cache_size_limit" in m],
-        graphs=counters["stats"]["unique_graphs"],
+        graphs=counted[1],
+        rerun_breaks=rerun["breaks"], rerun_recompiles=rerun["recompiles"],
         max_rel_diff=None if out is None else float((out - eager).abs().max() / eager.abs().max().clamp_min(1e-12)),
     )
     torch._dynamo.reset()
