@@ -7,7 +7,7 @@ Like Token Spacing it works on a whole batch with static shapes and no host read
 """
 import torch
 
-from .spacing import _TINY, Spectrum, real_rows_mask
+from .spacing import TINY, Spectrum, real_rows_mask
 
 # Below this, the residual part of the semantic vector (relative to the whole vector) or the sine of the
 # angle between r1 and s_R is float32 rounding noise: there is nothing to align.
@@ -81,12 +81,12 @@ def _alignment_plane(spectrum: Spectrum, k: torch.Tensor, semantic: torch.Tensor
     s = semantic.to(torch.float32)
     s_res = s - spectrum.project(s, k)
     s_norm, res_norm = torch.linalg.vector_norm(s, dim=-1), torch.linalg.vector_norm(s_res, dim=-1)
-    s_r = s_res / res_norm.clamp_min(_TINY).unsqueeze(-1)
+    s_r = s_res / res_norm.clamp_min(TINY).unsqueeze(-1)
     # Cc^T u / s leaves a sliver of V_k in r1 in float32 for the smaller singular values: remove it.
     r1 = spectrum.direction(k)
     r1 = r1 - spectrum.project(r1, k)
     r1_norm = torch.linalg.vector_norm(r1, dim=-1)
-    r1 = r1 / r1_norm.clamp_min(_TINY).unsqueeze(-1)
+    r1 = r1 / r1_norm.clamp_min(TINY).unsqueeze(-1)
     cos = (r1 * s_r).sum(dim=-1)
     # A principal direction's sign is arbitrary: turn the nearer end towards s_R.
     r1 = r1 * torch.where(cos < 0, -1.0, 1.0).unsqueeze(-1)
@@ -94,6 +94,6 @@ def _alignment_plane(spectrum: Spectrum, k: torch.Tensor, semantic: torch.Tensor
     w = s_r - cos.unsqueeze(-1) * r1
     sin = torch.linalg.vector_norm(w, dim=-1)
     possible = (k < spectrum.rank) & (r1_norm > 0) & (res_norm > ALIGN_TOL * s_norm) & (res_norm > 0) & (sin > ALIGN_TOL)
-    w = torch.where(possible.unsqueeze(-1), w / sin.clamp_min(_TINY).unsqueeze(-1), 0.0)
+    w = torch.where(possible.unsqueeze(-1), w / sin.clamp_min(TINY).unsqueeze(-1), 0.0)
     angle = torch.where(possible, torch.atan2(sin, cos), 0.0)
     return r1, w, angle

@@ -27,7 +27,7 @@ RANK_RTOL = 1e-3
 ZERO_VARIANCE_RTOL = 64 * torch.finfo(torch.float32).eps
 # Keeps divisions by a singular value or a norm finite where the value is zero; such entries are always
 # masked out afterwards.
-_TINY = torch.finfo(torch.float32).tiny
+TINY = torch.finfo(torch.float32).tiny
 
 MODES = ("auto", "fixed", "all")
 
@@ -92,7 +92,7 @@ class Spectrum:
         at = index.clamp(0, length - 1)
         u = self.left.gather(-1, at.view(-1, 1, 1).expand(-1, length, 1))      # [B, L, 1]
         s = self.values.gather(-1, at.view(-1, 1))                            # [B, 1]
-        v = (self.centred.mT @ u).squeeze(-1) / s.clamp_min(_TINY)
+        v = (self.centred.mT @ u).squeeze(-1) / s.clamp_min(TINY)
         return torch.where((index < self.rank).unsqueeze(-1), v, 0.0)
 
     def project(self, vectors: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -101,8 +101,9 @@ class Spectrum:
         V_k V_k^T = Cc^T U_k S_k^-2 U_k^T Cc, applied to one vector per sample: matrix-vector products only.
         """
         coefficients = self.left.mT @ (self.centred @ vectors.to(torch.float32).unsqueeze(-1))   # S V^T y
-        inverse_square = torch.where(self.leading(k), self.values.clamp_min(_TINY) ** -2, 0.0)
-        back = self.left @ (coefficients * inverse_square.unsqueeze(-1))
+        # Divided by s twice rather than by s^2 once, which overflows float32 for small tokens.
+        inverse = torch.where(self.leading(k), 1.0 / self.values.clamp_min(TINY), 0.0).unsqueeze(-1)
+        back = self.left @ (coefficients * inverse * inverse)
         return (self.centred.mT @ back).squeeze(-1)
 
 
@@ -155,7 +156,7 @@ def _separate_other_rows(gram: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     the rounding of the real eigenvalues.
     """
     length = gram.shape[-1]
-    scale = gram.diagonal(dim1=-2, dim2=-1).amax(dim=-1).clamp_min(_TINY)
+    scale = gram.diagonal(dim1=-2, dim2=-1).amax(dim=-1).clamp_min(TINY)
     ramp = 1.0 + torch.arange(length, device=gram.device, dtype=gram.dtype) / length
     return gram + torch.diag_embed(torch.where(mask, 0.0, -ramp * scale.unsqueeze(-1)))
 

@@ -188,3 +188,11 @@ def test_alignment_compiles_into_one_graph_and_matches_eager():
     compiled = torch.compile(run, backend="eager", fullgraph=True, dynamic=False)(batch, real, semantic)
     torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-6)
     assert torch.equal(compiled[1, 20:], batch[1, 20:])
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1e6])
+def test_alignment_does_not_depend_on_the_tokens_scale(scale):
+    # Scale-equivariant over the range the float32 Gram matrix (the tokens' squares) can hold.
+    x, s = _tokens(), _semantic()
+    torch.testing.assert_close(align(x * scale, 2, s * scale, 1.0), align(x, 2, s, 1.0) * scale,
+                               rtol=1e-4, atol=1e-4 * scale)
