@@ -36,7 +36,9 @@ import comfy_env  # noqa: E402  (imports nothing from ComfyUI)
 
 ALL = dict(blocks="all", start_percent=0.0, end_percent=1.0)
 WEIGHTS = lambda bench: bench.token_weights()  # noqa: E731  (what Token Importance gives; needs no CLIP)
-COMPILE_SWITCH = dict(end_percent=0.3)  # compile check: on in step 1 of 2, off in step 2 (a switch mid-run)
+# Compile check: on in steps 1-2 of 3 (a second active step shows whatever a step changes in the guards),
+# off in step 3 (a switch mid-run).
+COMPILE_SWITCH = dict(end_percent=0.5)
 
 
 def wan_or_joint(wan, joint):
@@ -422,7 +424,7 @@ def print_model(result):
 
 
 def compile_table(checks, backend, steps) -> list:
-    lines = [f"### torch.compile ({backend} backend, {steps} sampling steps; node settings switch off after step 1)", "",
+    lines = [f"### torch.compile ({backend} backend, {steps} sampling steps; node settings switch off after step 2)", "",
              "Compiled as ComfyUI's TorchCompileModel node does (comfy_api `set_torch_compile_wrapper`: torch.compile of "
              "the diffusion model behind an APPLY_MODEL wrapper), each arm after `torch._dynamo.reset()`. Models at their real "
              "depth and the test harness's tiny widths: breaks and recompilations depend on the code paths, on which shapes "
@@ -560,7 +562,7 @@ def main(argv=None):
         dtype={"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype or ("fp32" if cpu else "bf16")],
         clock=args.clock or ("cpu" if cpu and threads == 1 else "wall"),
         budget=args.budget or (16.0 if args.quick else 40.0 if cpu else 120.0), min_rounds=4 if args.quick else 3,
-        compile=not (args.quick or args.no_compile), compile_steps=2,
+        compile=not (args.quick or args.no_compile), compile_steps=3,
         compile_backend=args.compile_backend or ("eager" if cpu else "inductor"),
         comfy_version=getattr(importlib.import_module("comfyui_version"), "__version__", "?"),
     )

@@ -87,7 +87,7 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     finally:
         options.pop(STEP_KEY, None)
-        plan.give_warnings()
+        plan.finish()
 
 
 class BlockHook:
@@ -119,7 +119,7 @@ class BlockHook:
         for iv in here:
             if iv.acts_on_block_inputs:
                 args = iv.edit_block_inputs(args, ctx)
-            plan.run.note_touch(iv.label, self.block, plan.sigma)
+            plan.note_touch(iv.label, self.block)
         options[BLOCK_KEY] = ctx
         try:
             return self._inner(args, extra)

@@ -64,12 +64,21 @@ class StepPlan:
     latent_shape: tuple = ()         # shape of the model input x: [B, C, H, W] or [B, C, T, H, W]
     scratch: dict = field(default_factory=dict)   # per-call facts found on the way (text length, ...)
 
+    # What the hooks find during the call is kept here and handed to the run when the call ends, outside
+    # any compiled graph: there a logger call would break the graph, and a change to the run's own sets
+    # (which outlive the call) would change its guards and recompile it at every new sigma.
+
     def warn_once(self, key: str, message: str) -> None:
-        """A warning met during the model call, given (once per run) when the call ends: a logger call
-        inside a torch.compile graph would break it."""
+        """A warning met during the model call, given (once per run) when the call ends."""
         self.scratch.setdefault("warnings", {}).setdefault(key, message)
 
-    def give_warnings(self) -> None:
+    def note_touch(self, label: str, block) -> None:
+        self.scratch.setdefault("touched", set()).add((label, block))
+
+    def finish(self) -> None:
+        """Hand what the call found to the run: touched blocks, warnings."""
+        for label, block in self.scratch.get("touched", ()):
+            self.run.note_touch(label, block, self.sigma)
         for key, message in self.scratch.get("warnings", {}).items():
             self.run.warn_once(key, message)
 
