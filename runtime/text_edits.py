@@ -21,25 +21,23 @@ def _reuse_or_compute(ctx, owner, view, compute):
     if not ctx.adapter.static_text:
         return compute()
     tokens = view.tokens
-    if torch.compiler.is_compiling():
-        # In a graph, comparing values would be a data-dependent branch and a cache that outlives the call
-        # would change the guards: one edit per model call, found again by identity (every block of a call
-        # gets the same context object).
+    # In a graph, comparing values would be a data-dependent branch and a cache that outlives the call
+    # would change the guards: there, one edit per model call, found again by identity only (every block
+    # of a call gets the same context object).
+    compiling = torch.compiler.is_compiling()
+    if compiling:
         cached = ctx.plan.scratch.setdefault(("text edit", id(owner)), [])
-        for before, after in cached:
-            if before is tokens:
-                return after
     else:
         cached = ctx.plan.run.cache.setdefault(id(owner), [])
-        for i, (before, after) in enumerate(cached):
-            # Identity first (the same context object in every block of a call), then value (a new step).
-            if before is tokens:
-                return after
-            if before.shape == tokens.shape and before.device == tokens.device and torch.equal(before, tokens):
-                # Remember the new object: the call's other blocks then match by identity, so a step
-                # compares values once (torch.equal waits for the GPU), not once per block.
-                cached[i] = (tokens, after)
-                return after
+    for i, (before, after) in enumerate(cached):
+        # Identity first (the same context object in every block of a call), then value (a new step).
+        if before is tokens:
+            return after
+        if not compiling and before.shape == tokens.shape and before.device == tokens.device and torch.equal(before, tokens):
+            # Remember the new object: the call's other blocks then match by identity, so a step compares
+            # values once (torch.equal waits for the GPU), not once per block.
+            cached[i] = (tokens, after)
+            return after
     result = compute()
     if result is not None:
         cached.append((tokens, result))
@@ -116,8 +114,7 @@ class ResidualAlignment(_TextEdit):
         tokens = view.tokens
         real = real_rows_mask(tokens, view.real)
         uncond = ctx.plan.uncond_samples(tokens.shape[0])
-        means = masked_mean(tokens, real)
-        partner = self._uncond_partner(ctx, means, uncond)
+        partner = self._uncond_partner(ctx, tokens, real, uncond)
         cond = [b for b, is_uncond in enumerate(uncond) if not is_uncond]
         if partner is None:
             return None
@@ -126,11 +123,11 @@ class ResidualAlignment(_TextEdit):
         # Only the cond samples are decomposed and rotated; the uncond ones are the reference.
         rows = None if len(cond) == len(uncond) else torch.tensor(cond, device=tokens.device)
         part, part_real = (tokens, real) if rows is None else (tokens[rows], real[rows])
-        semantic = (means if rows is None else means[rows]) - partner
 
         def rotate(part_rows, part_rows_real):
             spectrum = decompose(part_rows, part_rows_real)
             k = choose_k(spectrum, self.k_mode, self.fixed_k)
+            semantic = spectrum.mean - partner      # mu_cond - mu_uncond
             return align_residual(part_rows, part_rows_real, spectrum, k, semantic, self.strength), k
 
         aligned, _ = on_real_rows(part, part_real, rotate)
@@ -145,11 +142,12 @@ class ResidualAlignment(_TextEdit):
     def _means_key(self):
         return (id(self), "uncond-means")
 
-    def _uncond_partner(self, ctx, means, uncond):
+    def _uncond_partner(self, ctx, tokens, real, uncond):
         """The uncond text mean at this block: from this batch, else the latest uncond pass of the run."""
         latest = ctx.plan.run.cache[self._means_key]
         if any(uncond):
-            partner = means[uncond.index(True)]
+            i = uncond.index(True)
+            partner = masked_mean(tokens[i:i + 1], real[i:i + 1])[0]
             latest[ctx.block] = partner     # for a cond pass that runs in a batch of its own
             return partner
         if latest.get(ctx.block) is not None:
