@@ -96,6 +96,26 @@ def _init_weights(module, seed):
                     b.copy_(_randn(gen, *b.shape, std=0.1))
 
 
+# Required parameters that newer ComfyUI versions added to a family's params dataclass, with the value
+# ComfyUI's own model detection gives for the original model of that class (Flux.1, HunyuanVideo 1.0).
+# Filled only where the installed class declares the field: feature detection, not a version check.
+NEWER_REQUIRED_PARAMS = {
+    ("comfy.ldm.flux.model", "FluxParams"): {"txt_ids_dims": []},
+    ("comfy.ldm.hunyuan_video.model", "HunyuanVideoParams"): {
+        "use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False},
+}
+
+
+def with_installed_params(unet_config, params_module, params_class):
+    """unet_config plus the newer required fields that the installed `params_class` declares."""
+    import dataclasses
+    import importlib
+
+    declared = {f.name for f in dataclasses.fields(getattr(importlib.import_module(params_module), params_class))}
+    extra = NEWER_REQUIRED_PARAMS.get((params_module, params_class), {})
+    return {**unet_config, **{k: v for k, v in extra.items() if k in declared and k not in unet_config}}
+
+
 def _build_patcher(class_name, unet_config, seed):
     env = import_comfyui()
     mm = env.comfy.model_management
@@ -244,12 +264,14 @@ def _double_single(family, class_name, image_model, guidance, seed, video):
         text_len, neg_len, pad = PROMPT_TOKENS, NEGATIVE_TOKENS, None
         latent = torch.zeros(1, 16, 2, 8, 8)
         joint_order, segment = "img_txt", "llama"
+        unet_config = with_installed_params(unet_config, "comfy.ldm.hunyuan_video.model", "HunyuanVideoParams")
     else:  # Flux: T5 padded with pad tokens to min_length 256 (comfy/text_encoders/flux.py)
         unet_config.update({"patch_size": 2, "theta": 10000})
         text_len = neg_len = 256
         pad = "token"
         latent = torch.zeros(1, 16, 16, 16)
         joint_order, segment = "txt_img", "t5"
+        unet_config = with_installed_params(unet_config, "comfy.ldm.flux.model", "FluxParams")
     pos = _cond(_text(gen, text_len, PROMPT_TOKENS, pad), pooled_output=_randn(gen, 1, POOLED_DIM),
                 guidance=guidance)
     neg = _cond(_text(gen, neg_len, NEGATIVE_TOKENS, pad), pooled_output=_randn(gen, 1, POOLED_DIM),
