@@ -5,6 +5,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from comfy_env import comfyui_version  # tests/conftest.py puts tests/integration on the path
 
 ROOT = Path(__file__).resolve().parents[1]
 META = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -40,21 +41,11 @@ def test_publisher_and_minimum_comfyui_are_stated():
     assert re.fullmatch(r">=\d+\.\d+\.\d+", comfy["requires-comfyui"]), comfy["requires-comfyui"]
 
 
-def host_version(root):
-    """The version a ComfyUI tree declares: upstream's comfyui_version.py, or a packaged tree's comfy package."""
-    for path in (root / "comfyui_version.py", root / "comfy" / "__init__.py"):
-        if path.is_file():
-            found = re.search(r'__version__\s*=\s*"([^"]+)"', path.read_text())
-            if found:
-                return found.group(1)
-    return None
-
-
 def test_the_comfyui_under_test_meets_the_stated_minimum():
     root = os.environ.get("COMFYUI_PATH")
     if not root:
         pytest.skip("COMFYUI_PATH is not set: no ComfyUI to compare the stated minimum with")
-    version = host_version(Path(root))
+    version = comfyui_version(root)
     assert version, f"{root} declares no version"
     floor = META["tool"]["comfy"]["requires-comfyui"].removeprefix(">=")
     assert version_tuple(version) >= version_tuple(floor), (version, floor)

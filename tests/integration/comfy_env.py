@@ -59,6 +59,19 @@ def find_comfyui():
     return None
 
 
+def comfyui_version(root):
+    """The version a ComfyUI tree declares: upstream's comfyui_version.py, or a packaged tree's `comfy`
+    package. Read from the files, without importing them; None if neither declares one."""
+    import re
+
+    for path in (Path(root) / "comfyui_version.py", Path(root) / "comfy" / "__init__.py"):
+        if path.is_file():
+            found = re.search(r'__version__\s*=\s*"([^"]+)"', path.read_text())
+            if found:
+                return found.group(1)
+    return None
+
+
 def _pack_roots():
     yield REPO_ROOT
     # custom_nodes/<pack> is often a symlink to a checkout; Python and pytest resolve it away, the
