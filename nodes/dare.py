@@ -39,7 +39,8 @@ class TokenImportanceNode(io.ComfyNode):
             description=(
                 "Per-token weights for the prompt, aligned with exactly the rows the CLIP produces for it: words or "
                 "phrases you name with weights, an automatic semantic-density estimate (function words and "
-                "punctuation low, rare content words high, from the tokenizer's own frequency ranks), and/or a "
+                "punctuation low, rare content words high, by word frequency from the tokenizer's own vocabulary), "
+                "and/or a "
                 "saved table (safetensors). Feed them to Token Reweighting or Importance Guidance. " + DARE
             ),
             inputs=[
