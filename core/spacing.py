@@ -55,18 +55,23 @@ class Spectrum:
     centred: [B, L, d], real rows minus their mean, zero on the other rows. mean: [B, d].
     values: [B, L] singular values, descending, zero from the numerical rank on (see RANK_RTOL).
     rank: [B] long. left: [B, L, L] left singular vectors, columns in the order of `values`.
+    spectrum: [B, L] every singular value of the real tokens, descending, none cut at the rank; its
+    first `count` ([B] long: real tokens - 1, at most d) are the real tokens' own. The auto k reads these:
+    a spectrum cut at the rank has lost the drop after the signal that marks the elbow.
 
     The text has fewer tokens than the model has dimensions (L < d), so the L x L Gram matrix is the small
     side. The right singular vectors are never formed: with V = Cc^T U S^-1, every quantity the edits need
     is a product with Cc and U (see `top_span`, `direction`, `project`).
     """
 
-    def __init__(self, centred, mean, values, rank, left):
+    def __init__(self, centred, mean, values, rank, left, spectrum=None, count=None):
         self.centred = centred
         self.mean = mean
         self.values = values
         self.rank = rank
         self.left = left
+        self.spectrum = values if spectrum is None else spectrum
+        self.count = rank if count is None else count
 
     def leading(self, k: torch.Tensor, width: int | None = None) -> torch.Tensor:
         """[B, width] bool: True for the first k[b] directions of each sample (all of them where width is None)."""
@@ -143,7 +148,10 @@ def decompose(tokens: torch.Tensor, real: torch.Tensor | None = None) -> Spectru
     values, left = eigenvalues.flip(-1).clamp_min(0).sqrt(), vectors.flip(-1)
     tolerance = torch.maximum(RANK_RTOL * values[:, 0], floor)
     above = values > tolerance.unsqueeze(-1)
-    return Spectrum(centred, mean, torch.where(above, values, 0.0), above.sum(dim=-1), left)
+    # n centred real rows span at most n - 1 directions (and at most d): past that, values are the other
+    # rows' zeros.
+    count = (mask.sum(dim=-1) - 1).clamp(0, tokens.shape[-1])
+    return Spectrum(centred, mean, torch.where(above, values, 0.0), above.sum(dim=-1), left, values, count)
 
 
 def _separate_other_rows(gram: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -164,7 +172,10 @@ def _separate_other_rows(gram: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 def choose_k(spectrum: Spectrum, mode: str, fixed_k: int) -> torch.Tensor:
     """[B] long: how many principal directions to scale, auto (MDC elbow), fixed (capped at the rank) or all."""
     if mode == "auto":
-        return elbow_counts(spectrum.values, spectrum.rank)
+        # The elbow sees every real-token value, so a rank-r signal over a tail below the rank cut still
+        # shows its drop at r; k never exceeds the rank (directions past it are rounding noise).
+        count = torch.where(spectrum.rank > 0, spectrum.count, 0)
+        return elbow_counts(spectrum.spectrum, count).minimum(spectrum.rank)
     if mode == "fixed":
         return spectrum.rank.clamp(max=max(0, int(fixed_k)))
     if mode == "all":

@@ -5,7 +5,10 @@ from comfy_api.latest import io
 
 from ..core.importance import TokenWeights
 from ..runtime.install import add_intervention
-from ..runtime.reweighting import ImportanceGuidanceCFG, IMPORTANCE_PASS, TokenBias, log_weights, suppression_bias
+from ..runtime.reweighting import (
+    DEFAULT_SUPPRESS_THRESHOLD, IMPORTANCE_PASS, ImportanceGuidanceCFG, TokenBias, log_weights, suppressed_rows,
+    suppression_bias,
+)
 from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
 
 TokenWeightsType = io.Custom("TOKENFOCUS_WEIGHTS")
@@ -36,7 +39,8 @@ class TokenImportanceNode(io.ComfyNode):
             description=(
                 "Per-token weights for the prompt, aligned with exactly the rows the CLIP produces for it: words or "
                 "phrases you name with weights, an automatic semantic-density estimate (function words and "
-                "punctuation low, rare content words high, from the tokenizer's own frequency ranks), and/or a "
+                "punctuation low, rare content words high, by word frequency from the tokenizer's own vocabulary), "
+                "and/or a "
                 "saved table (safetensors). Feed them to Token Reweighting or Importance Guidance. " + DARE
             ),
             inputs=[
@@ -107,31 +111,44 @@ class ImportanceGuidanceNode(io.ComfyNode):
             display_name="Importance Guidance (DR-CFG-style)",
             category=CATEGORY,
             description=(
-                "Guides away from the prediction where the important tokens (weight above 1) are suppressed: "
+                "Guides away from the prediction where the important tokens (the top of the weights, see threshold) "
+                "are suppressed: "
                 "x = cfg + scale*(cond - cond_without_important_tokens). One extra model pass per step, only inside "
                 "its step range. " + DARE
             ),
             inputs=[
                 model_input(),
-                TokenWeightsType.Input("token_weights", tooltip="From Token Importance; tokens weighted above 1 are the important ones."),
+                TokenWeightsType.Input("token_weights", tooltip="From Token Importance; the most heavily weighted tokens are the important ones (see threshold)."),
                 io.Float.Input(
                     "scale", default=1.0, min=0.0, max=10.0, step=0.1, display_mode=io.NumberDisplay.slider,
                     tooltip="lambda: 0 = off (plain CFG). Try 0.5-2.",
                 ),
                 io.Float.Input("start_percent", default=0.0, min=0.0, max=1.0, step=0.01, tooltip="Where the extra pass starts."),
                 io.Float.Input("end_percent", default=0.5, min=0.0, max=1.0, step=0.01, tooltip="Where the extra pass stops (start = end: never)."),
+                io.Float.Input(
+                    "threshold", default=DEFAULT_SUPPRESS_THRESHOLD, min=0.0, max=1.0, step=0.05, optional=True,
+                    tooltip="Which tokens count as important: those whose log-weight reaches this fraction of the "
+                    "top token's. 0 = every token weighted above 1; 1 = only the top one(s). The report lists them.",
+                ),
             ],
             outputs=[io.Model.Output(), report_output()],
         )
 
     @classmethod
-    def execute(cls, model, token_weights, scale, start_percent, end_percent) -> io.NodeOutput:
+    def execute(cls, model, token_weights, scale, start_percent, end_percent,
+                threshold=DEFAULT_SUPPRESS_THRESHOLD) -> io.NodeOutput:
         target = Target(model, "all", start_percent, end_percent)
         check_weights_fit(token_weights, target)
-        bias = suppression_bias(token_weights.weights)
-        report = f"Importance Guidance scale {scale:g}, extra pass on {target.where()}."
-        if not any(bias):
+        rows = suppressed_rows(token_weights.weights, float(threshold))
+        if not rows:
             raise ValueError("Importance Guidance: no token is weighted above 1, so there is nothing to suppress.")
+        bias = suppression_bias(token_weights.weights, float(threshold))
+        report = (
+            f"Importance Guidance scale {scale:g}, extra pass on {target.where()}.\n"
+            f"Suppressed in the extra pass: {len(rows)} of {sum(token_weights.real)} prompt tokens (threshold "
+            f"{threshold:g}, weights {min(token_weights.weights[i] for i in rows):.2f} and up): "
+            + " ".join(f"{token_weights.labels[i]}({token_weights.weights[i]:.2f})" for i in rows)
+        )
         if scale == 0.0 or target.steps.empty:
             return finish(target, None, True, report)
         intervention = TokenBias(

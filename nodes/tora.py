@@ -58,16 +58,18 @@ class TokenSpacingNode(io.ComfyNode):
             display_name="Token Spacing (TORA)",
             category=CATEGORY,
             description=(
-                "Surfaces rare prompt words: at the input of every selected text-conditioning block, scales the "
-                "spread of the prompt's text tokens along their top-k principal directions by sigma (mean and the "
-                "other directions unchanged), so rare concepts stop collapsing onto common ones. " + RECONSTRUCTED
+                "At the input of every selected text-conditioning block, scales the spread of the prompt's text "
+                "tokens along their top-k principal directions by sigma (mean and the other directions unchanged), "
+                "once per block: on joint-attention models the edit is taken back out of the text the block hands "
+                "on, so it never compounds. The TORA paper reports that this surfaces rare concepts on SD3 and Flux "
+                "(RareBench, T2I-CompBench, GenEval): the paper's result, not measured by this pack. " + RECONSTRUCTED
             ),
             inputs=[
                 model_input(),
                 io.Float.Input(
                     "sigma", default=1.3, min=0.5, max=3.0, step=0.01, display_mode=io.NumberDisplay.slider,
-                    tooltip="Spread factor along the top-k directions. 1.0 = off; the paper uses 1.3 (below 1 "
-                    "collapses semantics, above ~1.5 adds noise).",
+                    tooltip="Spread factor along the top-k directions, applied once per block. 1.0 = off; the paper "
+                    "uses 1.3 and reports that below 1 collapses semantics and above ~1.5 adds noise.",
                 ),
                 *_k_inputs(MODES),
                 *block_and_step_inputs(blocks="all", start=0.0, end=1.0),
@@ -106,9 +108,11 @@ class ResidualAlignmentNode(io.ComfyNode):
             display_name="Residual Alignment (TORA)",
             category=CATEGORY,
             description=(
-                "Keeps rare-word edits on the prompt's meaning: rotates the residual (non-principal) part of the "
-                "prompt's text tokens, with a Givens rotation, so that its main direction aligns with the semantic "
-                "direction cond minus uncond at that block. Norms, the mean and the principal part are kept. Needs "
+                "Rotates the residual (non-principal) part of the prompt's text tokens, with a Givens rotation, so "
+                "that its main direction aligns with the semantic direction cond minus uncond at that block, once "
+                "per block (never compounded on joint-attention models). Norms, the mean and the principal part are "
+                "kept. The TORA paper reports that this keeps spaced tokens on the prompt's meaning (the paper's "
+                "result, not measured by this pack). Needs "
                 "an uncond pass (CFG > 1); without one it does nothing and says so in the log. " + RECONSTRUCTED
             ),
             inputs=[

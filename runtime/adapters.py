@@ -45,12 +45,15 @@ class TextView:
 
     tokens: [B, T, d]. real: [B, T] bool (None = all real), or a callable that finds it: looked at only
     when an edit is computed, not when a cached one is reused. put: callable(new_tokens) -> new block args.
+    take_back: callable(block_output, delta) -> block output with delta ([B, T, d]) subtracted from the
+    text it carries on to the next block; None where the text is not carried from block to block (Wan).
     """
 
-    def __init__(self, tokens: torch.Tensor, real, put):
+    def __init__(self, tokens: torch.Tensor, real, put, take_back=None):
         self.tokens = tokens
         self._real = real
         self.put = put
+        self.take_back = take_back
 
     @property
     def real(self) -> torch.Tensor | None:
@@ -146,7 +149,7 @@ class _JointTextViews:
                 edited["txt"] = new_text
                 return edited
 
-            return TextView(args["txt"], self.real_mask(args, ctx, args["txt"].shape[1]), put_txt)
+            return TextView(args["txt"], self.real_mask(args, ctx, args["txt"].shape[1]), put_txt, _take_back_txt)
         if ctx.text_len is None:
             return None
         sequence = args["img"]
@@ -157,13 +160,25 @@ class _JointTextViews:
             edited["img"] = torch.cat([sequence[:, : span.start], new_text, sequence[:, span.stop :]], dim=1)
             return edited
 
-        return TextView(sequence[:, span], self.real_mask(args, ctx, ctx.text_len), put_slice)
+        def take_back_slice(out, delta):
+            joint = out["img"]
+            carried = joint[:, span] - delta
+            return {**out, "img": joint.slice_scatter(carried, dim=1, start=span.start, end=span.stop)}
+
+        return TextView(sequence[:, span], self.real_mask(args, ctx, ctx.text_len), put_slice, take_back_slice)
 
     def real_mask(self, args, ctx, rows):
         inputs = ctx.plan.inputs
         if inputs.real_mask is not None and inputs.real_mask.shape[1] == rows:
             return inputs.real_mask
         return None
+
+
+def _take_back_txt(out, delta):
+    # The text stream a double/joint block hands on (None after SD3's last, context-pre-only block).
+    if out.get("txt") is None:
+        return out
+    return {**out, "txt": out["txt"] - delta}
 
 
 @dataclass(frozen=True)

@@ -122,7 +122,10 @@ class BlockHook:
             plan.note_touch(iv.label, self.block)
         options[BLOCK_KEY] = ctx
         try:
-            return self._inner(args, extra)
+            out = self._inner(args, extra)
+            for edit in ctx.output_edits:
+                out = edit(out)
+            return out
         finally:
             if outer is None:
                 options.pop(BLOCK_KEY, None)

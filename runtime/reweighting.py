@@ -22,9 +22,29 @@ def log_weights(weights, strength: float) -> tuple:
     return tuple(max(MIN_LOG_WEIGHT, strength * math.log(w)) if w > 0 else MIN_LOG_WEIGHT for w in weights)
 
 
-def suppression_bias(weights) -> tuple:
-    """Remove the tokens weighted above 1 (the important ones) from the image queries' attention."""
-    return tuple(MIN_LOG_WEIGHT if w > 1.0 else 0.0 for w in weights)
+# Importance Guidance suppresses the tokens whose log-weight reaches this fraction of the top token's: the
+# top of the importance distribution, not every token weighted above 1 (with density weights that is nearly
+# every content word, and the extra pass becomes a second CFG push).
+DEFAULT_SUPPRESS_THRESHOLD = 0.75
+
+
+def suppressed_rows(weights, threshold: float = DEFAULT_SUPPRESS_THRESHOLD) -> list[int]:
+    """Rows of the important tokens: weighted above 1 with log w >= threshold * the largest log w.
+    threshold 0 = every token above 1; 1 = only the top weight (and its ties)."""
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    logs = [math.log(w) if w > 1.0 else 0.0 for w in weights]
+    top = max(logs, default=0.0)
+    if top <= 0.0:
+        return []
+    cut = threshold * top * (1.0 - 1e-9)      # ties with the top (equal weights) stay in at threshold 1
+    return [i for i, lw in enumerate(logs) if lw > 0.0 and lw >= cut]
+
+
+def suppression_bias(weights, threshold: float = DEFAULT_SUPPRESS_THRESHOLD) -> tuple:
+    """Remove the important tokens (suppressed_rows) from the image queries' attention."""
+    rows = set(suppressed_rows(weights, threshold))
+    return tuple(MIN_LOG_WEIGHT if i in rows else 0.0 for i in range(len(weights)))
 
 
 @dataclass(frozen=True)

@@ -101,3 +101,6 @@ class BlockContext:
     text_len: int | None = None
     image_len: int | None = None     # image (or joint) tokens the block received
     calls: int = 0
+    # Functions of the block's output, applied in order when it returns (e.g. a text edit taken back out
+    # of the stream, so the next block does not receive it again).
+    output_edits: list = field(default_factory=list)

@@ -3,6 +3,12 @@
 Both act at the input of a block, on the text tokens the adapter finds there, per sample and over the
 prompt's real tokens only. Where the text is the same in every block and step (Wan), an edit is computed
 once per sampling run and reused (under torch.compile once per model call); elsewhere once per block call.
+
+Once per block, never compounded: where the text stream flows from block to block (SD3, Flux, HunyuanVideo
+double and single blocks), the edit is what the block sees, and the same difference C' - C is subtracted
+from the text the block hands on. The stream leaving the block then carries only the block's own update,
+so the next selected block receives its text as the unpatched stream would carry it and edits it once
+more, by the same factor. Left in the stream, the edit would compound to about sigma^n after n blocks.
 """
 from __future__ import annotations
 
@@ -66,7 +72,13 @@ class _TextEdit(Intervention):
             return args
         view = self._with_positive_padding(view, ctx)
         edited = _reuse_or_compute(ctx, self, view, lambda: self.edit_tokens(view, ctx))
-        return args if edited is None or edited is view.tokens else view.put(edited)
+        if edited is None or edited is view.tokens:
+            return args
+        if view.take_back is not None:
+            # Computed now: blocks such as Flux's update their text in place, edited included.
+            delta = edited - view.tokens
+            ctx.output_edits.append(lambda out: view.take_back(out, delta))
+        return view.put(edited)
 
     def edit_tokens(self, view, ctx):
         """New text tokens, the same tensor for no change, or None for 'not possible yet'."""
@@ -82,7 +94,7 @@ class _TextEdit(Intervention):
         for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)):
             if not is_uncond:
                 real[b] = positive
-        return TextView(view.tokens, real, view.put)
+        return TextView(view.tokens, real, view.put, view.take_back)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..core.importance import (
     BYTE_BPE, CLIP_BPE, EMBEDDING_LABEL, PAD_LABEL, SENTENCEPIECE, TokenWeights, align_table, combine,
-    density_weights, find_phrase, load_table, log_rank_rarity, parse_weight_spec,
+    density_weights, find_phrase, load_table, parse_weight_spec, rank_log_prob,
 )
 
 ENCODERS = {
@@ -233,32 +233,28 @@ def _missing_phrase_error(phrase: str, layout: ContextLayout) -> ValueError:
                       f"The prompt's tokens:\n" + "\n".join(shown))
 
 
-# ---------------------------------------------------------------- rarity from the tokenizer itself
+# ---------------------------------------------------------------- word frequency from the tokenizer itself
 
-_RANKS = weakref.WeakKeyDictionary()
+_LOG_PROBS = weakref.WeakKeyDictionary()
 
 
-def piece_ranks(hf_tokenizer) -> tuple[list[int], int]:
-    """(frequency rank per token id, vocabulary size). SentencePiece unigram models store a log-probability
-    per piece (higher = more frequent); BPE vocabularies (CLIP, LLaMA) are numbered in merge order, which
-    follows pair frequency, so the id itself is the rank."""
+def piece_log_probs(hf_tokenizer) -> tuple[list[float] | None, int]:
+    """(natural-log unigram probability per token id, or None; vocabulary size).
+
+    SentencePiece unigram models (T5, umT5) store each piece's log-probability on their training corpus: a
+    word-frequency table of the encoder's own languages (umT5: multilingual), which matches wordfreq's to
+    0.4 Zipf on single-piece English words. BPE vocabularies (CLIP, LLaMA) store none: there the id, in merge
+    order, is the frequency rank (rank_log_prob). Special pieces get no probability of their own here: they
+    are never real prompt text.
+    """
     try:
-        return _RANKS[hf_tokenizer]
+        return _LOG_PROBS[hf_tokenizer]
     except (KeyError, TypeError):
         pass
     scores = _piece_scores(hf_tokenizer)
-    if scores is None:
-        size = len(hf_tokenizer.get_vocab())
-        ranks = None  # identity: looked up as the id itself
-    else:
-        order = sorted(range(len(scores)), key=lambda i: -scores[i])
-        ranks = [0] * len(scores)
-        for rank, i in enumerate(order):
-            ranks[i] = rank
-        size = len(scores)
-    result = (ranks, size)
+    result = (scores, len(scores) if scores is not None else len(hf_tokenizer.get_vocab()))
     try:
-        _RANKS[hf_tokenizer] = result
+        _LOG_PROBS[hf_tokenizer] = result
     except TypeError:
         pass
     return result
@@ -276,15 +272,16 @@ def _piece_scores(hf_tokenizer):
     return None
 
 
-def segment_rarity(seg: Segment) -> list[float]:
-    ranks, size = piece_ranks(seg.tokenizer.tokenizer)
+def segment_log_probs(seg: Segment) -> list[float]:
+    scores, size = piece_log_probs(seg.tokenizer.tokenizer)
     out = []
     for token, is_real in zip(seg.ids, seg.real):
         if not is_real or token is None:
             out.append(0.0)
+        elif scores is None:
+            out.append(rank_log_prob(token))
         else:
-            rank = token if ranks is None else (ranks[token] if token < len(ranks) else size)
-            out.append(log_rank_rarity(rank, size))
+            out.append(scores[token] if token < len(scores) else rank_log_prob(size))
     return out
 
 
@@ -314,7 +311,7 @@ def build_token_weights(clip, text: str, named_spec: str = "", use_density: bool
     if use_density:
         density = [1.0] * layout.n_rows
         for seg in layout.segments:
-            seg_weights = density_weights(seg.labels, segment_rarity(seg), style=seg.style, real=seg.real,
+            seg_weights = density_weights(seg.labels, segment_log_probs(seg), style=seg.style, real=seg.real,
                                           low=low, high=high)
             density[seg.offset:seg.offset + len(seg_weights)] = seg_weights
 

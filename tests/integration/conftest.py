@@ -64,17 +64,18 @@ def comfy():
 
 @pytest.fixture(scope="session")
 def tiny(comfy):
-    """tiny(family, seed=0) -> tiny_models.TinyModel, built once per session; each call returns a
+    """tiny(family, seed=0, **depth) -> tiny_models.TinyModel, built once per session; each call returns a
     copy with its own ModelPatcher clone, so patches added by one test do not leak into the next.
     Do not modify the shared conds or latent in place."""
     import tiny_models
 
     built = {}
 
-    def get(family, seed=0):
-        if (family, seed) not in built:
-            built[family, seed] = tiny_models.build(family, seed)
-        return built[family, seed].clone()
+    def get(family, seed=0, **depth):
+        key = (family, seed, tuple(sorted(depth.items())))
+        if key not in built:
+            built[key] = tiny_models.build(family, seed, **depth)
+        return built[key].clone()
 
     return get
 

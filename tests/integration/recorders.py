@@ -88,14 +88,18 @@ class BlockInputRecorder:
     def __init__(self, blocks):
         self.blocks = list(blocks)
         self.records = {"outer": [], "inner": []}
+        self.outputs = {"outer": [], "inner": []}
 
     def _patch(self, where, block, previous):
         def patch(args, extra):
-            tokens = args["txt"] if args.get("txt") is not None else args["img"]
+            key = "txt" if args.get("txt") is not None else "img"
             options = args["transformer_options"]
             self.records[where].append((block, float(options["sigmas"].reshape(-1)[0]),
-                                        tuple(options["cond_or_uncond"]), tokens.detach().clone()))
-            return previous(args, extra) if previous is not None else extra["original_block"](args)
+                                        tuple(options["cond_or_uncond"]), args[key].detach().clone()))
+            out = previous(args, extra) if previous is not None else extra["original_block"](args)
+            carried = out.get(key)     # the text (or joint sequence) the block hands on; None after SD3's last
+            self.outputs[where].append(None if carried is None else carried.detach().clone())
+            return out
         return patch
 
     def _install(self, patcher, where):
@@ -115,3 +119,9 @@ class BlockInputRecorder:
         outer, inner = self.records["outer"], self.records["inner"]
         assert len(outer) == len(inner)
         return [(o[0], o[1], o[2], o[3], i[3]) for o, i in zip(outer, inner)]
+
+    def output_pairs(self):
+        """(what the stream carries on from the block, what the block itself returned), per block call."""
+        outer, inner = self.outputs["outer"], self.outputs["inner"]
+        assert len(outer) == len(inner)
+        return list(zip(outer, inner))

@@ -164,3 +164,37 @@ def test_guidance_extra_pass_runs_the_model_as_patched(tiny, nodes):
         assert padded > d, "important tokens suppressed by the folded bias"
         unfolded = inner.q.view(b, length, heads, padded)[..., :d]
         assert scaled_by(outer.q.view(b, length, heads, d), unfolded, 1.35), "temperature still applied in the extra pass"
+
+
+@pytest.mark.parametrize("threshold,expected", [(None, [4, 5]), (0.0, [1, 2, 3, 4, 5, 8]), (1.0, [4])])
+def test_guidance_suppresses_only_the_top_of_the_weights_and_says_which(tiny, nodes, threshold, expected):
+    from tokenfocus.core.importance import TokenWeights
+    from tokenfocus.runtime.adapters import detect
+
+    model = tiny("sd3")
+    spread = [1.0, 1.1, 1.3, 1.6, 2.0, 1.9, 0.7, 1.0, 1.2]       # density-like: most content words above 1
+    values = spread + [1.0] * (model.text_len - len(spread))
+    labels = tuple(f"t{i}" for i in range(model.text_len))
+    weights = TokenWeights(labels=labels, weights=tuple(values), real=tuple(i < len(spread) for i in range(model.text_len)),
+                           encoder=nodes[2][detect(model.patcher).name], prompt="a test prompt")
+    recorder = AttentionRecorder(model.double_blocks)
+    kw = {} if threshold is None else {"threshold": threshold}
+    patched, report = nodes[1].execute(recorder.before(model.patcher), weights, scale=1.5, start_percent=0.0,
+                                       end_percent=1.0, **kw).args
+    assert f"{len(expected)} of {len(spread)} prompt tokens" in report
+    assert " ".join(f"t{i}({values[i]:.2f})" for i in expected) in report
+    sample_with(model, recorder.after(patched))
+    extra_pass = [(o, i) for o, i in recorder.pairs() if o.q.shape[0] == 1]
+    assert extra_pass
+    heads = q_heads(model)
+    for outer, inner in extra_pass:
+        d = outer.k.shape[-1] // heads
+        padded = inner.k.shape[-1] // heads
+        key_bias = inner.k.view(1, inner.k.shape[1], heads, padded)[0, :model.text_len, 0, d]
+        assert (key_bias < -1.0).nonzero().flatten().tolist() == expected
+
+
+def test_guidance_threshold_out_of_range_is_an_error(tiny, nodes):
+    model = tiny("sd3")
+    with pytest.raises(ValueError, match="threshold"):
+        nodes[1].execute(model.patcher, weights_for(model, nodes), scale=1.0, start_percent=0.0, end_percent=0.5, threshold=1.5)

@@ -331,3 +331,18 @@ def test_token_importance_node_weights_the_named_words_and_shows_them(wan_clip):
         TokenImportanceNode.execute(wan_clip, "a sunflower in a vase", "tulip:2", False)
     neutral, _ = TokenImportanceNode.execute(wan_clip, "a sunflower in a vase", "", False).args
     assert neutral.is_neutral() and sum(neutral.real) == 8, "no source: weights 1, the 8 prompt pieces still marked real"
+
+
+def test_flux_density_spreads_content_words_and_guidance_suppresses_only_the_top(flux_clip, tiny):
+    # The issue this guards: rank-based density put every content word at 1.5-2.0 (two-piece words at the
+    # cap), and Importance Guidance then suppressed nearly all of them.
+    from tokenfocus.nodes.dare import ImportanceGuidanceNode
+
+    text = "a snowy mountain village at dusk, cinematic lighting, 4k, a giraffe wearing a red scarf"
+    tw = build_token_weights(flux_clip, text, use_density=True)
+    content = sorted({w for w, real in zip(tw.weights, tw.real) if real and w > 1.0})
+    assert content[0] < 1.4 and content[-1] > 1.8, content           # common and rare words far apart
+    assert len(content) >= 6                                          # a spread, not one or two levels
+    _, report = ImportanceGuidanceNode.execute(tiny("flux").patcher, tw, scale=1.0, start_percent=0.0, end_percent=0.5).args
+    suppressed, real = (int(n) for n in report.split("Suppressed in the extra pass: ")[1].split(" prompt")[0].split(" of "))
+    assert 0 < suppressed <= real // 3, report

@@ -208,3 +208,30 @@ def test_token_weights_keep_the_positive_padding_untouched(tiny, nodes, family):
                 assert torch.equal(before[b, ~mask], after[b, ~mask]), "positive padding rows must not move"
                 assert not torch.equal(before[b, mask], after[b, mask])
                 assert torch.allclose(before[b, mask].mean(0), after[b, mask].mean(0), atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+@pytest.mark.parametrize("r", [2, 4, 7])
+def test_auto_k_spaces_exactly_the_rank_of_a_low_rank_prompt(tiny, nodes, family, r):
+    # A prompt whose text is rank r plus noise far under the rank cut reaches block 0 through the model's
+    # linear text embedder still rank r: auto k must scale exactly r directions there.
+    model = tiny(family)
+    g = torch.Generator().manual_seed(r)
+
+    def low_rank(cond):
+        context, extras = cond[0]
+        rows, width = context.shape[1:]
+        signal = torch.randn(1, rows, r, generator=g) @ torch.randn(r, width, generator=g)
+        return [[signal + 1e-6 * torch.randn(1, rows, width, generator=g), extras]]
+
+    recorder = BlockInputRecorder([("double_block", 0)])
+    patched, _ = spacing(nodes, recorder.before(model.patcher), k_mode="auto", blocks="0")
+    sample_with(model, recorder.after(patched), positive=low_rank(model.positive), negative=low_rank(model.negative))
+    pairs = recorder.pairs()
+    assert pairs
+    for block, sigma, cond_or_uncond, before, after in pairs:
+        for b in range(before.shape[0]):
+            s_before, s_after = centred_singular_values(before[b]), centred_singular_values(after[b])
+            assert s_before[r] < 1e-3 * s_before[0], "the test's prompt must reach the block at rank r"
+            assert torch.allclose(s_after[:r], SIGMA * s_before[:r], rtol=1e-3), (r, s_after[:r] / s_before[:r])
+            assert torch.allclose(s_after[r:], s_before[r:], atol=1e-3 * float(s_before[0]))

@@ -212,8 +212,8 @@ def wan22_ti2v_5b(seed=0):
     return _wan("wan22_ti2v_5b", "WAN22_T2V", _wan_config("t2v", 48, 48), 48, seed)
 
 
-def _mmdit(family, x_block_layers, qk_norm, seed):
-    depth = 3  # MMDiT ties width to depth: hidden = 64 * depth, heads = depth
+def _mmdit(family, x_block_layers, qk_norm, seed, depth=3):
+    # MMDiT ties width to depth: hidden = 64 * depth, heads = depth
     size = 16  # latent pixels; pos_embed_max_size (in patches) bounds it to 2 * 16
     unet_config = {
         "in_channels": 16, "out_channels": 16, "patch_size": 2, "depth": depth, "input_size": None,
@@ -245,8 +245,8 @@ def _mmdit(family, x_block_layers, qk_norm, seed):
     )
 
 
-def sd3(seed=0):
-    return _mmdit("sd3", (), False, seed)
+def sd3(seed=0, depth=3):
+    return _mmdit("sd3", (), False, seed, depth)
 
 
 def sd35_medium(seed=0):
@@ -254,12 +254,12 @@ def sd35_medium(seed=0):
     return _mmdit("sd35_medium", (0, 1), True, seed)
 
 
-def _double_single(family, class_name, image_model, guidance, seed, video):
+def _double_single(family, class_name, image_model, guidance, seed, video, double=2, single=2):
     heads, head_dim = 2, 32  # axes_dim must sum to head_dim
     unet_config = {
         "image_model": image_model, "in_channels": 16, "out_channels": 16, "vec_in_dim": POOLED_DIM,
         "context_in_dim": TEXT_DIM, "hidden_size": heads * head_dim, "mlp_ratio": 4.0, "num_heads": heads,
-        "depth": 2, "depth_single_blocks": 2, "axes_dim": [8, 12, 12], "qkv_bias": True,
+        "depth": double, "depth_single_blocks": single, "axes_dim": [8, 12, 12], "qkv_bias": True,
         "guidance_embed": True,
     }
     gen = _generator(seed + 1)
@@ -289,21 +289,22 @@ def _double_single(family, class_name, image_model, guidance, seed, video):
     )
 
 
-def hunyuan_video(seed=0):
-    return _double_single("hunyuan_video", "HunyuanVideo", "hunyuan_video", 6.0, seed, video=True)
+def hunyuan_video(seed=0, double=2, single=2):
+    return _double_single("hunyuan_video", "HunyuanVideo", "hunyuan_video", 6.0, seed, True, double, single)
 
 
-def flux(seed=0):
+def flux(seed=0, double=2, single=2):
     # Built directly: comfy.sd's Flux detection hard-codes full-size widths and would not fit tiny weights.
-    return _double_single("flux", "Flux", "flux", 3.5, seed, video=False)
+    return _double_single("flux", "Flux", "flux", 3.5, seed, False, double, single)
 
 
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux)}
 
 
-def build(family, seed=0):
-    """A fresh TinyModel of `family` (a key of FAMILIES); `seed` picks the weights and the conds."""
-    return FAMILIES[family](seed)
+def build(family, seed=0, **depth):
+    """A fresh TinyModel of `family` (a key of FAMILIES); `seed` picks the weights and the conds; `depth`:
+    depth= (SD3) or double=, single= (Flux, HunyuanVideo) for a deeper model than the default."""
+    return FAMILIES[family](seed, **depth)
 
 
 def sample(model, positive=None, negative=None, latent=None, steps=3, cfg=4.0, seed=0, sampler="euler",

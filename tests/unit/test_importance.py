@@ -6,7 +6,7 @@ from safetensors.torch import save_file
 
 from tokenfocus.core.importance import (
     CLIP_BPE, DEFAULT_NAMED_WEIGHT, SENTENCEPIECE, TokenWeights, align_table, combine, density_weights,
-    find_phrase, load_table, log_rank_rarity, parse_weight_spec, save_table, split_words,
+    find_phrase, load_table, parse_weight_spec, rank_log_prob, save_table, split_words, word_zipf,
 )
 
 
@@ -83,38 +83,76 @@ def test_find_phrase_skips_bare_space_markers():
 
 # ---------------------------------------------------------------- density
 
-def test_log_rank_rarity_is_monotone_in_unit_range():
-    values = [log_rank_rarity(r, 32000) for r in (0, 10, 1000, 31999, 10 ** 9)]
-    assert values[0] == 0.0 and values[-1] == 1.0 and values == sorted(values)
+# Natural-log unigram probabilities as T5's vocabulary stores them (its SentencePiece scores).
+T5_LOG_P = {"▁the": -3.96, "▁of": -4.57, "▁with": -5.9, "▁a": -4.5, ",": -3.65, ".": -3.54, "▁man": -8.9,
+            "▁cat": -9.97, "▁red": -9.6, "▁castle": -12.0, "▁sunflower": -13.33, "▁snow": -10.5, "y": -6.65,
+            "▁4": -8.34, "k": -7.66, "▁giraf": -14.5, "fe": -9.8}
+
+
+def test_rank_log_prob_follows_zipfs_law():
+    values = [rank_log_prob(r) for r in (0, 9, 99, 31999)]
+    assert values[0] == pytest.approx(math.log(0.1))
+    assert values[1] - values[2] == pytest.approx(math.log(10))   # ten times the rank, a tenth the frequency
+    assert values == sorted(values, reverse=True)
+
+
+def test_word_zipf_of_one_piece_is_its_frequency_and_more_pieces_are_rarer_but_not_independent():
+    assert word_zipf([math.log(1e-5)]) == pytest.approx(4.0)       # 1e-5 = 10^4 per billion
+    two = word_zipf([T5_LOG_P["▁snow"], T5_LOG_P["y"]])
+    assert two < word_zipf([T5_LOG_P["▁snow"]])
+    assert two > 9 + (T5_LOG_P["▁snow"] + T5_LOG_P["y"]) / math.log(10)     # not the product of the pieces
 
 
 def test_density_ranks_function_words_and_punctuation_below_rare_content():
-    pieces = ["▁the", "▁man", ",", "▁with", "▁a", "▁sun", "flower", "."]
-    # Rarity as the tokenizer would give it: common pieces low, 'flower' mid-rare.
-    rarity = [0.1, 0.55, 0.05, 0.2, 0.05, 0.5, 0.7, 0.05]
-    w = dict(zip(pieces, density_weights(pieces, rarity, style=SENTENCEPIECE)))
+    pieces = ["▁the", "▁man", ",", "▁with", "▁a", "▁sunflower", "."]
+    w = dict(zip(pieces, density_weights(pieces, [T5_LOG_P[p] for p in pieces], style=SENTENCEPIECE)))
     assert w[","] == w["."] == 0.5  # punctuation at the floor
     assert w[","] < w["▁the"] == w["▁with"] == w["▁a"] < 1.0  # function words between
-    assert 1.0 <= w["▁man"] < w["▁sun"] == w["flower"] == 2.0  # a two-piece word saturates at the ceiling
+    assert 1.0 <= w["▁man"] < w["▁sunflower"] < 2.0
+
+
+def test_density_spreads_content_words_by_frequency_and_two_pieces_do_not_saturate():
+    pieces = ["▁cat", "▁red", "▁castle", "▁snow", "y", "▁4", "k", "▁sunflower", "▁giraf", "fe"]
+    w = density_weights(pieces, [T5_LOG_P[p] for p in pieces], style=SENTENCEPIECE)
+    cat, red, castle, snowy, four_k, sunflower, giraffe = w[0], w[1], w[2], w[3], w[5], w[7], w[8]
+    assert w[3] == w[4] and w[5] == w[6] and w[8] == w[9]     # one weight per word
+    assert 1.0 < red < cat < castle < sunflower < 2.0          # by frequency, none at the ceiling
+    assert 1.0 < four_k < 2.0 and 1.0 < snowy < 2.0            # two-piece words are not all the rarest
+    assert giraffe > sunflower
+    assert max(w) / min(w) > 1.4                                # a spread worth the name
+
+
+def test_unspaced_scripts_weigh_each_piece_as_a_word():
+    # umT5 pieces of a Chinese prompt ("一只猫坐在向日葵田里。"), no spaces between words.
+    pieces = ["▁一只", "猫", "坐在", "向日葵", "田", "里", "。"]
+    log_p = [-8.0, -9.5, -9.0, -14.0, -10.5, -6.5, -4.0]
+    groups = split_words(pieces, [True] * len(pieces), SENTENCEPIECE)
+    assert groups == [[i] for i in range(len(pieces))]
+    w = density_weights(pieces, log_p, style=SENTENCEPIECE)
+    assert w[6] == 0.5                                      # punctuation
+    assert w[5] < 1.0                                       # a very frequent piece counts as a function word
+    assert 1.0 < w[1] < w[3]                                # rare 向日葵 (sunflower) above common 猫 (cat)
+    assert len({round(x, 6) for x in w[:5]}) >= 4           # not one weight for the whole clause
 
 
 def test_density_range_padding_and_opaque_rows():
     pieces = ["▁", "a", "<unk>", "▁cat", "</s>", "<pad>"]
     real = [True, True, True, True, False, False]
-    w = density_weights(pieces, [0.0, 0.3, 0.0, 1.0, 0.0, 0.0], style=SENTENCEPIECE, real=real, low=0.25, high=3.0)
+    w = density_weights(pieces, [-2.0, -4.5, 0.0, -30.0, 0.0, 0.0], style=SENTENCEPIECE, real=real, low=0.25, high=3.0)
     assert w[0] == 0.25  # the bare word-start marker carries no meaning
     assert w[1] == pytest.approx(0.5)  # 'a' is a function word: sqrt(low)
     assert w[2] == 1.0  # nothing is known about <unk>
-    assert w[3] == pytest.approx(3.0)
+    assert w[3] == pytest.approx(3.0)  # rarer than RARE_ZIPF: the ceiling
     assert w[4:] == [1.0, 1.0]
 
 
 def test_density_mean_near_one_on_a_typical_prompt():
     pieces = ["a</w>", "woman</w>", "in</w>", "a</w>", "yellow</w>", "raincoat</w>", "walks</w>", "her</w>", "dog</w>", ".</w>"]
-    rarity = [0.5, 0.7, 0.5, 0.5, 0.75, 0.95, 0.8, 0.5, 0.7, 0.4]
-    w = density_weights(pieces, rarity, style=CLIP_BPE)
+    ids = [320, 2308, 530, 320, 4481, 23516, 5244, 1105, 1929, 269]   # CLIP's BPE ids: merge order = rank
+    w = density_weights(pieces, [rank_log_prob(i) for i in ids], style=CLIP_BPE)
     assert 0.8 < sum(w) / len(w) < 1.3
     assert max(w) <= 2.0 and min(w) >= 0.5
+    assert w[5] > w[8] > 1.0        # raincoat above dog
 
 
 def test_density_rejects_bad_range():

@@ -293,3 +293,28 @@ def test_padding_between_real_rows_does_not_break_the_decomposition():
     torch.testing.assert_close(spectrum.values[0, :13], alone.values[0, :13], rtol=1e-5, atol=1e-5)
     out, _ = space_tokens(x[None], real[None], 1.3, "auto", 0)
     assert torch.isfinite(out).all() and torch.equal(out[0, ~real], x[~real])
+
+
+@pytest.mark.parametrize("r", [2, 4, 7])
+@pytest.mark.parametrize("noise", [1e-5, 1e-2])
+def test_auto_k_gives_the_rank_of_the_signal_through_the_pipeline(r, noise):
+    # A rank-r prompt signal plus noise, padded the way the models pad: with noise far under the rank cut
+    # (1e-5) or above it (1e-2), the elbow sees every real-token value and finds r.
+    spectrum = [10.0 - 1.1 * i for i in range(r)]
+    real_rows, rows = 40, 77
+    x = torch.zeros(2, rows, 64)
+    real = torch.zeros(2, rows, dtype=torch.bool)
+    for b in range(2):
+        x[b, :real_rows] = tokens_with_spectrum(real_rows, 64, spectrum, seed=b, noise=noise)
+        x[b, real_rows:] = 0.5       # a pad-token embedding
+        real[b, :real_rows] = True
+    _, k = space_tokens(x, real, 1.3, "auto", 0)
+    assert k.tolist() == [r, r]
+    assert choose_k(decompose(x, real), "auto", 0).tolist() == [r, r]
+
+
+def test_auto_k_never_exceeds_the_rank():
+    x = tokens_with_spectrum(12, 40, [5.0, 4.0, 3.0])   # exact rank 3: the values past it are rounding
+    spectrum = decompose(x[None])
+    assert spectrum.rank.tolist() == [3]
+    assert choose_k(spectrum, "auto", 0).tolist() == [3]
