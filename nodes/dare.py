@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..core.importance import TokenWeights
 from ..runtime.install import add_intervention
-from ..runtime.reweighting import ImportanceGuidanceCFG, IMPORTANCE_PASS, TokenBias, log_weights, suppression_bias
+from ..runtime.reweighting import ImportanceGuidanceCFG, TokenBias, importance_pass_name, log_weights, suppression_bias
 from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
 
 TokenWeightsType = io.Custom("TOKENFOCUS_WEIGHTS")
@@ -134,10 +134,11 @@ class ImportanceGuidanceNode(io.ComfyNode):
             raise ValueError("Importance Guidance: no token is weighted above 1, so there is nothing to suppress.")
         if scale == 0.0 or target.steps.empty:
             return finish(target, None, True, report)
+        pass_name = importance_pass_name()
         intervention = TokenBias(
-            label="Importance Guidance", blocks=target.blocks, steps=target.steps, extra_pass=IMPORTANCE_PASS,
+            label="Importance Guidance", blocks=target.blocks, steps=target.steps, extra_pass=pass_name,
             bias=bias, encoder=token_weights.encoder,
         )
         patched = add_intervention(model, target.adapter, intervention)
-        patched.set_model_sampler_post_cfg_function(ImportanceGuidanceCFG(float(scale), target.steps))
+        patched.set_model_sampler_post_cfg_function(ImportanceGuidanceCFG(float(scale), target.steps, pass_name))
         return io.NodeOutput(patched, report)
