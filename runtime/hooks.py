@@ -201,7 +201,8 @@ def _reaches_hook(fn, depth: int = 0) -> bool:
     attributes = getattr(fn, "__dict__", None)
     if isinstance(attributes, dict):
         found += list(attributes.values())
-    return any(callable(f) and f is not fn and _reaches_hook(f, depth + 1) for f in found)
+    owner = getattr(fn, "__self__", None)       # a bound method's object keeps what it wraps as attributes
+    return any((callable(f) or f is owner) and f is not fn and _reaches_hook(f, depth + 1) for f in found)
 
 
 class BlockHook:

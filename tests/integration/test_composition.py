@@ -93,6 +93,43 @@ def test_an_override_that_drops_what_was_there_keeps_tokenfocus_acting_in_both_o
     assert (foreign_after - foreign_only).abs().max() > 1e-3, "TokenFocus still acts"
 
 
+class ChainingOverride:
+    """A pack's override that keeps the one it found and calls it (what a well-behaved pack does)."""
+
+    def __init__(self, patcher):
+        self.patched = patcher.clone()
+        options = self.patched.model_options["transformer_options"]
+        self.previous, self.queries = options.get("optimized_attention_override"), []
+        options["optimized_attention_override"] = self
+
+    def __call__(self, func, *args, **kwargs):
+        self.queries.append(args[0].detach().clone())
+        return self.previous(func, *args, **kwargs) if self.previous is not None else func(*args, **kwargs)
+
+
+def test_an_override_that_chains_is_left_outside_tokenfocus(tiny, nodes):
+    model = tiny("sd3")
+    plain = ChainingOverride(model.patcher)
+    sample_with(model, plain.patched)
+    chained = ChainingOverride(temperature(nodes, model.patcher))
+    out = sample_with(model, chained.patched)
+    # It still sees the q ComfyUI made (TokenFocus edits inside it, as installed), and TokenFocus acts. The
+    # first call is the one both runs share (later ones follow the changed sampling).
+    assert len(chained.queries) == len(plain.queries)
+    assert torch.equal(chained.queries[0], plain.queries[0])
+    assert not torch.equal(out, sample_with(model, model.patcher))
+
+
+@pytest.mark.parametrize("foreign", list(FOREIGN_OVERRIDES))
+def test_the_inspector_records_under_an_override_placed_after_it(tiny, nodes, foreign):
+    model = tiny("sd3")
+    patched, handle, _ = nodes["inspector"].execute(model.patcher, blocks="all", start_percent=0.0, end_percent=1.0,
+                                                    queries=16, heatmaps=False, prompt="positive").args
+    out = sample_with(model, FOREIGN_OVERRIDES[foreign](patched, CountingKernel()))
+    assert len(handle.snapshot().records) == model.double_blocks * STEPS
+    assert torch.equal(out, sample_with(model, FOREIGN_OVERRIDES[foreign](model.patcher, CountingKernel())))
+
+
 def test_attributes_comfyui_reads_from_the_override_are_carried_over(tiny, nodes):
     model = tiny("wan21_t2v")
     # TokenFocus after the backend node: it wraps the lambda and says what the lambda says.
