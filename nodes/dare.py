@@ -6,8 +6,8 @@ from comfy_api.latest import io
 from ..core.importance import TokenWeights
 from ..runtime.install import add_intervention
 from ..runtime.reweighting import (
-    DEFAULT_SUPPRESS_THRESHOLD, IMPORTANCE_PASS, ImportanceGuidanceCFG, TokenBias, log_weights, suppressed_rows,
-    suppression_bias,
+    DEFAULT_SUPPRESS_THRESHOLD, ImportanceGuidanceCFG, TokenBias, importance_pass_name, log_weights,
+    suppressed_rows, suppression_bias,
 )
 from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
 
@@ -151,10 +151,11 @@ class ImportanceGuidanceNode(io.ComfyNode):
         )
         if scale == 0.0 or target.steps.empty:
             return finish(target, None, True, report)
+        pass_name = importance_pass_name()
         intervention = TokenBias(
-            label="Importance Guidance", blocks=target.blocks, steps=target.steps, extra_pass=IMPORTANCE_PASS,
+            label="Importance Guidance", blocks=target.blocks, steps=target.steps, extra_pass=pass_name,
             bias=bias, encoder=token_weights.encoder,
         )
         patched = add_intervention(model, target.adapter, intervention)
-        patched.set_model_sampler_post_cfg_function(ImportanceGuidanceCFG(float(scale), target.steps))
+        patched.set_model_sampler_post_cfg_function(ImportanceGuidanceCFG(float(scale), target.steps, pass_name))
         return io.NodeOutput(patched, report)

@@ -18,6 +18,7 @@ class AttentionCall:
         self.heads_first = bool(kwargs.get("skip_reshape", False))
         self.heads = kwargs["heads"] if "heads" in kwargs else args[3]
         self._key_bias = None
+        self.changed = False        # set by every edit: the hook counts the interventions that changed it
 
     @property
     def q(self) -> torch.Tensor:
@@ -38,6 +39,7 @@ class AttentionCall:
         """The call's key bias, created on first use; folded in just before the backend runs."""
         if self._key_bias is None:
             self._key_bias = KeyBias(self.query_heads(), self.key_heads())
+        self.changed = True
         return self._key_bias
 
     @property
@@ -79,9 +81,11 @@ class AttentionCall:
     def scale_query(self, factor) -> None:
         """Multiply q by a float, or by a [B, H] tensor (one factor per sample and head)."""
         self.args[0] = self._scaled(self.q, factor)
+        self.changed = True
 
     def scale_key(self, factor) -> None:
         self.args[1] = self._scaled(self.k, factor)
+        self.changed = True
 
 
 class KeyBias:

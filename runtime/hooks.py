@@ -11,15 +11,28 @@
 """
 from __future__ import annotations
 
+import torch
+
 from .attention_call import AttentionCall
-from .state import BLOCK_KEY, CONFIG_KEY, INSIDE_KEY, PASS_KEY, RUN_KEY, STEP_KEY, BlockContext, RunState, StepPlan, log
+from .state import (
+    BLOCK_KEY, CONFIG_KEY, HOOK_KEY, INSIDE_KEY, NEGATIVE, OTHER, PASS_KEY, POSITIVE, RUN_KEY, STEP_KEY,
+    BlockContext, RunState, StepPlan, log, roles_of_chunks,
+)
+
+OVERRIDE_KEY = "optimized_attention_override"
+# Attributes ComfyUI (or its memory estimate) reads from an attention override: carried over from the
+# override TokenFocus wraps, so wrapping it changes nothing ComfyUI concludes about it.
+CARRIED_ATTRIBUTES = ("memory_efficient", "container_function")
 
 
 def outer_sample_wrapper(executor, *args, **kwargs):
     guider = executor.class_obj
     options = guider.model_options.setdefault("transformer_options", {})
-    _check_prompts(options.get(CONFIG_KEY), guider)
+    config = options.get(CONFIG_KEY)
+    _check_prompts(config, guider)
     run = RunState()
+    sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
+    _start_run(run, config, guider, sigmas)
     previous = options.get(RUN_KEY)
     options[RUN_KEY] = run
     try:
@@ -29,7 +42,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
             options.pop(RUN_KEY, None)
         else:
             options[RUN_KEY] = previous
-        _log_touched(run)
+        _report(run, config, options, sigmas)
 
 
 def _check_prompts(config, guider) -> None:
@@ -43,20 +56,72 @@ def _check_prompts(config, guider) -> None:
                 iv.check_prompt(context.shape[1])
 
 
-def _log_touched(run: RunState) -> None:
+def _start_run(run: RunState, config, guider, sigmas) -> None:
+    """What the run needs to know before its first step: which conditioning each cond uuid is (every
+    guider keeps the positive prompt under "positive"), the model_sampling that really samples, and how
+    many of the run's steps each intervention's range holds."""
+    for key, conds in (getattr(guider, "conds", None) or {}).items():
+        role = POSITIVE if key == "positive" else NEGATIVE if key == "negative" else OTHER
+        for cond in conds or []:
+            if isinstance(cond, dict) and cond.get("uuid") is not None:
+                run.roles[cond["uuid"]] = role
+    try:
+        run.percent_to_sigma = guider.model_patcher.get_model_object("model_sampling").percent_to_sigma
+    except AttributeError:
+        run.percent_to_sigma = None
+    if config is None or sigmas is None:
+        return
+    steps = [float(s) for s in sigmas.reshape(-1)[:-1]]
+    for iv in config.interventions:
+        in_range = sum(run.steps_for(iv.steps).contains(s) for s in steps)
+        run.steps_in_range[iv.label] = max(in_range, run.steps_in_range.get(iv.label, 0))
+
+
+def _report(run: RunState, config, options: dict, sigmas) -> None:
+    """One line per intervention that changed something, counted where the change was made; one warning
+    naming the reason for each that was set up to act and changed nothing."""
     from ..core.blocklist import format_blocks
 
-    if run.active_calls and not run.touched:
-        log.warning(
-            "TokenFocus: settings were active in %d model call(s) but no transformer block ran through the "
-            "TokenFocus hooks, so nothing was changed. Another pack may have replaced the model's forward "
-            "(e.g. TeaCache), or a cache skipped every step.", run.active_calls,
-        )
-    for label, (blocks, sigmas) in run.touched.items():
+    for label, (blocks, touched_sigmas) in run.touched.items():
         log.info(
-            "TokenFocus: %s acted on blocks %s at %d sigma(s) from %.4g to %.4g",
-            label, format_blocks(blocks), len(sigmas), max(sigmas), min(sigmas),
+            "TokenFocus: %s acted on blocks %s at %d sigma(s) from %.4g to %.4g (%d edits: attention calls, "
+            "block inputs or recordings)",
+            label, format_blocks(blocks), len(touched_sigmas), max(touched_sigmas), min(touched_sigmas),
+            run.edits.get(label, 0),
         )
+    if config is None:
+        return
+    for label in dict.fromkeys(iv.label for iv in config.interventions):
+        if label not in run.touched:
+            log.warning("TokenFocus: %s changed nothing in this sampling run: %s.", label,
+                        _why_nothing(run, label, config, options, sigmas))
+
+
+def _why_nothing(run: RunState, label: str, config, options: dict, sigmas) -> str:
+    if run.steps_in_range.get(label, 1) == 0:
+        ranges = ", ".join(
+            f"{r.start_percent:g}-{r.end_percent:g} = sigma {r.sigma_start:.4g} down to {r.sigma_end:.4g}"
+            for r in {run.steps_for(iv.steps) for iv in config.interventions if iv.label == label})
+        return (f"no step of this run is inside its range ({ranges}; this run samples sigma "
+                f"{float(sigmas.reshape(-1)[0]):.4g} down to {float(sigmas.reshape(-1)[-1]):.4g}: a denoise below 1 "
+                "or a later start step can leave the range out)")
+    reason = run.reasons.get(label)
+    if reason == "override replaced":
+        return ("its attention edits never reached an attention call: another node replaced the attention "
+                "override (optimized_attention_override) in a way TokenFocus could not wrap")
+    if reason is not None:
+        return reason
+    if not run.active_by_label.get(label):
+        if any(iv.extra_pass for iv in config.interventions if iv.label == label):
+            return ("its extra pass never ran: every step in its range was skipped by a cache (LazyCache, "
+                    "EasyCache), or the guider runs no post-CFG function (BasicGuider)")
+        return "every step in its range was cached: a cache (LazyCache, EasyCache) skipped the model"
+    if not run.reached_by_label.get(label):
+        if "easycache" in options:
+            return "every step in its range was cached: EasyCache/LazyCache skipped the model at those steps"
+        return ("no transformer block ran through TokenFocus's hooks: another pack replaced the model's "
+                "forward (e.g. TeaCache) or its block patches")
+    return "its blocks ran, but no attention call or text in them was one it acts on (e.g. no positive-prompt sample)"
 
 
 def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control=None, transformer_options=None, **kwargs):
@@ -65,29 +130,79 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
     if config is None or STEP_KEY in options:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     sigma = float(t.reshape(-1)[0])
+    run = options.get(RUN_KEY) or RunState()
     # An extra pass (Importance Guidance's) runs the model as patched, plus what only that pass adds.
     this_pass = options.get(PASS_KEY, "")
-    active = tuple(iv for iv in config.interventions if iv.extra_pass in ("", this_pass) and iv.steps.contains(sigma))
+    active = tuple(iv for iv in config.interventions
+                   if iv.extra_pass in ("", this_pass) and run.steps_for(iv.steps).contains(sigma))
     if not active:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
-    run = options.get(RUN_KEY) or RunState()
     run.active_calls += 1
+    for label in {iv.label for iv in active}:
+        run.active_by_label[label] = run.active_by_label.get(label, 0) + 1
     plan = StepPlan(
         sigma=sigma,
         active=active,
         run=run,
         inputs=config.adapter.inspect_inputs(c_crossattn, kwargs),
-        cond_or_uncond=tuple(options.get("cond_or_uncond", ())),
+        chunk_roles=roles_of_chunks(run, options.get("cond_or_uncond"), options.get("uuids")),
         latent_shape=tuple(x.shape),
     )
     for iv in active:
         iv.prepare_step(plan, x.device)
     options[STEP_KEY] = plan
+    override = options.get(OVERRIDE_KEY)
+    hook = _attention_hook_for_run(run, options) if any(iv.acts_on_attention for iv in active) else None
+    if hook is not None:
+        options[OVERRIDE_KEY] = hook
     try:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     finally:
         options.pop(STEP_KEY, None)
+        if hook is not None:
+            if override is None:
+                options.pop(OVERRIDE_KEY, None)
+            else:
+                options[OVERRIDE_KEY] = override
         plan.finish()
+
+
+def _attention_hook_for_run(run: RunState, options: dict):
+    """The override this model call runs with. A node placed after TokenFocus may have set its own
+    override without calling the one it found (a sage-attention node, ComfyUI's ModelAttentionBackend):
+    then TokenFocus wraps that one for the call, so both still act. The wrapper is made once per run and
+    reused, so a compiled model sees the same object at every step (at most one recompile per run)."""
+    current, installed = options.get(OVERRIDE_KEY), options.get(HOOK_KEY)
+    if installed is None or current is None:
+        return installed        # never installed here (nothing to restore), or removed: put it back
+    key = ("attention override", id(current))
+    cached = run.cache.get(key)
+    if cached is None or cached[0] is not current:
+        hook = current if _reaches_hook(current) else AttentionHook(inner=current)
+        run.cache[key] = cached = (current, hook)
+    return cached[1]
+
+
+def _reaches_hook(fn, depth: int = 0) -> bool:
+    """Whether an override holds a TokenFocus AttentionHook to call on (it chains): looked for in what a
+    Python wrapper keeps it in (closure, functools.partial, bound method, attributes), a few levels deep."""
+    if isinstance(fn, AttentionHook):
+        return True
+    if depth >= 4 or fn is None:
+        return False
+    found = []
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            found.append(cell.cell_contents)
+        except ValueError:          # an empty cell
+            continue
+    found += [getattr(fn, name, None) for name in ("func", "__wrapped__", "__self__", "inner", "previous")]
+    found += list(getattr(fn, "args", None) or ()) if isinstance(getattr(fn, "args", None), tuple) else []
+    attributes = getattr(fn, "__dict__", None)
+    if isinstance(attributes, dict):
+        found += list(attributes.values())
+    owner = getattr(fn, "__self__", None)       # a bound method's object keeps what it wraps as attributes
+    return any((callable(f) or f is owner) and f is not fn and _reaches_hook(f, depth + 1) for f in found)
 
 
 class BlockHook:
@@ -116,10 +231,20 @@ class BlockHook:
         image = args.get("img")
         ctx = BlockContext(block=self.block, interventions=here, plan=plan, adapter=adapter, text_len=text_len,
                            image_len=image.shape[1] if image is not None else None)
+        plan.scratch.setdefault("reached", set()).update(iv.label for iv in here)
         for iv in here:
             if iv.acts_on_block_inputs:
-                args = iv.edit_block_inputs(args, ctx)
-            plan.note_touch(iv.label, self.block)
+                edited = iv.edit_block_inputs(args, ctx)
+                if edited is not args:
+                    plan.note_touch(iv.label, self.block)
+                args = edited
+            if iv.acts_on_attention:
+                if torch.compiler.is_compiling():
+                    # Inside a compiled graph the attention call may run under a checkpoint (SD3), where
+                    # nothing made outside it may change: there an attention edit counts per block entered.
+                    plan.note_touch(iv.label, self.block)
+                else:
+                    plan.scratch.setdefault("attention_expected", set()).add(iv.label)
         options[BLOCK_KEY] = ctx
         try:
             out = self._inner(args, extra)
@@ -143,12 +268,24 @@ class AttentionHook:
 
     def __init__(self, inner=None):
         self.inner = inner
+        for name in CARRIED_ATTRIBUTES:
+            if hasattr(inner, name):
+                setattr(self, name, getattr(inner, name))
+        if inner is None:
+            # Nothing wrapped: TokenFocus calls the backend ComfyUI chose, so it says what ComfyUI says of it.
+            import comfy.ldm.modules.attention as attention
+
+            if hasattr(attention, "optimized_attention_memory_efficient"):
+                self.memory_efficient = attention.optimized_attention_memory_efficient
 
     def __call__(self, func, *args, **kwargs):
         options = kwargs.get("transformer_options")
         ctx = options.get(BLOCK_KEY) if isinstance(options, dict) else None
         if ctx is None or options.get(INSIDE_KEY) or len(args) < 3:
             return self._inner(func, args, kwargs)
+        compiling = torch.compiler.is_compiling()
+        if not compiling:
+            ctx.plan.scratch["attention_reached"] = True
         adapter = options[CONFIG_KEY].adapter
         call_index = None
         if adapter.counts_calls:
@@ -164,7 +301,10 @@ class AttentionHook:
         call = AttentionCall(kind, ctx, args, kwargs)
         for iv in ctx.interventions:
             if iv.acts_on_attention:
+                call.changed = False
                 iv.edit_attention(call)
+                if call.changed and not compiling:
+                    ctx.plan.note_touch(iv.label, ctx.block)
         return call.run(lambda call_args, call_kwargs: self._inner(func, call_args, call_kwargs))
 
     def _inner(self, func, args, kwargs):

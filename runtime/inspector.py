@@ -251,10 +251,8 @@ class InspectorRecorder:
         self.counter += 1
 
     def _sample(self, plan, batch: int) -> int | None:
-        for b, is_uncond in enumerate(plan.uncond_samples(batch)):
-            if is_uncond == self.setup.negative:
-                return b
-        return None
+        wanted = plan.negative_samples(batch) if self.setup.negative else [not u for u in plan.uncond_samples(batch)]
+        return wanted.index(True) if any(wanted) else None
 
     def _learn_real_rows(self, plan, sample: int, rows: int) -> None:
         real = getattr(plan.inputs, "real_mask", None)
@@ -369,4 +367,7 @@ class AttentionInspect(Intervention):
     recorder: InspectorRecorder = None
 
     def edit_attention(self, call) -> None:
+        recorded = len(self.recorder.records)
         self.recorder.observe(call)
+        if len(self.recorder.records) != recorded and not torch.compiler.is_compiling():   # counted as it records
+            call.ctx.plan.note_touch(self.label, call.ctx.block)

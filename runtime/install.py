@@ -2,11 +2,10 @@
 from __future__ import annotations
 
 from ..core.blocklist import DOUBLE, SINGLE
-from .hooks import AttentionHook, BlockHook, apply_model_wrapper, outer_sample_wrapper
-from .state import CONFIG_KEY, TokenFocusConfig
+from .hooks import OVERRIDE_KEY, AttentionHook, BlockHook, apply_model_wrapper, outer_sample_wrapper
+from .state import CONFIG_KEY, HOOK_KEY, TokenFocusConfig
 
 WRAPPER_KEY = "tokenfocus"
-OVERRIDE_KEY = "optimized_attention_override"
 
 
 def config_of(model_patcher) -> TokenFocusConfig | None:
@@ -30,6 +29,9 @@ def add_intervention(model_patcher, adapter, intervention):
     options[CONFIG_KEY] = config
     if intervention.acts_on_attention and not isinstance(options.get(OVERRIDE_KEY), AttentionHook):
         options[OVERRIDE_KEY] = AttentionHook(inner=options.get(OVERRIDE_KEY))
+    if intervention.acts_on_attention:
+        # Kept apart from the override slot, which a later node may take over: the runtime finds it here.
+        options[HOOK_KEY] = options[OVERRIDE_KEY]
     return clone
 
 

@@ -6,12 +6,13 @@ Importance Guidance reuses the same bias to suppress the important tokens in one
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass
 
 import torch
 
 from .interventions import CROSS_TEXT, JOINT, Intervention
-from .state import PASS_KEY
+from .state import PASS_KEY, POSITIVE, RUN_KEY
 
 # Suppression is a large finite bias: -inf would turn 0·(-inf) into NaN for the unbiased queries.
 MIN_LOG_WEIGHT = -20.0
@@ -96,22 +97,46 @@ class TokenBias(Intervention):
             plan.run.cache[self._cache_key] = torch.tensor(self.bias, dtype=torch.float32, device=device)
 
 
+def importance_pass_name() -> str:
+    """A pass name of its own for each Importance Guidance node: two such nodes on one model each run their
+    extra pass with only their own suppression active, never the other's."""
+    return f"{IMPORTANCE_PASS}:{uuid.uuid4().hex}"
+
+
 class ImportanceGuidanceCFG:
     """post-CFG function: denoised + scale·(cond − cond with important tokens suppressed), in its steps."""
 
-    def __init__(self, scale: float, steps):
+    def __init__(self, scale: float, steps, pass_name: str = IMPORTANCE_PASS):
         self.scale = scale
         self.steps = steps
+        self.pass_name = pass_name
 
     def __call__(self, args):
         import comfy.samplers
 
         denoised = args["denoised"]
         sigma = float(args["sigma"].reshape(-1)[0])
-        if not self.steps.contains(sigma) or args.get("cond") is None:
-            return denoised
         options = dict(args["model_options"])
-        options["transformer_options"] = dict(options.get("transformer_options", {}))
-        options["transformer_options"][PASS_KEY] = IMPORTANCE_PASS
-        (low,) = comfy.samplers.calc_cond_batch(args["model"], [args["cond"]], args["input"], args["sigma"], options)
+        transformer_options = dict(options.get("transformer_options", {}))
+        run = transformer_options.get(RUN_KEY)
+        steps = run.steps_for(self.steps) if run is not None else self.steps
+        if not steps.contains(sigma) or args.get("cond") is None:
+            return denoised
+        transformer_options[PASS_KEY] = self.pass_name
+        options["transformer_options"] = transformer_options
+        cond = self._private(args["cond"], run)
+        (low,) = comfy.samplers.calc_cond_batch(args["model"], [cond], args["input"], args["sigma"], options)
         return denoised + self.scale * (args["cond_denoised"] - low)
+
+    def _private(self, cond: list, run) -> list:
+        """The positive conds under uuids of this pass's own: a pack that keys its state by cond uuid
+        (EasyCache's cached cond output) sees a cond it does not know, never the cond pass. Stable over the
+        run, so such a pack keeps one entry for it; known to the run as the positive prompt."""
+        private = []
+        for c in cond:
+            key = ("private uuid", self.pass_name, c.get("uuid"))
+            own = run.cache.setdefault(key, uuid.uuid4()) if run is not None else uuid.uuid4()
+            if run is not None:
+                run.roles[own] = POSITIVE
+            private.append({**c, "uuid": own})
+        return private

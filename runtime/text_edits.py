@@ -126,7 +126,7 @@ class ResidualAlignment(_TextEdit):
         tokens = view.tokens
         real = real_rows_mask(tokens, view.real)
         uncond = ctx.plan.uncond_samples(tokens.shape[0])
-        partner = self._uncond_partner(ctx, tokens, real, uncond)
+        partner = self._uncond_partner(ctx, tokens, real, ctx.plan.negative_samples(tokens.shape[0]))
         cond = [b for b, is_uncond in enumerate(uncond) if not is_uncond]
         if partner is None:
             return None
@@ -154,11 +154,12 @@ class ResidualAlignment(_TextEdit):
     def _means_key(self):
         return (id(self), "uncond-means")
 
-    def _uncond_partner(self, ctx, tokens, real, uncond):
-        """The uncond text mean at this block: from this batch, else the latest uncond pass of the run."""
+    def _uncond_partner(self, ctx, tokens, real, negative):
+        """The uncond (negative prompt) text mean at this block: from this batch, else the latest uncond
+        pass of the run."""
         latest = ctx.plan.run.cache[self._means_key]
-        if any(uncond):
-            i = uncond.index(True)
+        if any(negative):
+            i = negative.index(True)
             partner = masked_mean(tokens[i:i + 1], real[i:i + 1])[0]
             latest[ctx.block] = partner     # for a cond pass that runs in a batch of its own
             return partner
@@ -167,7 +168,7 @@ class ResidualAlignment(_TextEdit):
                 f"{self.label}: cond and uncond ran in separate batches; aligning to the uncond text of the "
                 "latest uncond pass at the same block (exact for Wan, one step old elsewhere)"))
             return latest[ctx.block]
-        ctx.plan.warn_once(f"{self.label}-nopartner", (
-            f"{self.label}: no uncond pass to align to yet (CFG 1, guidance-distilled model, or cond ran first "
-            "in a separate batch); skipped until one has run"))
+        ctx.plan.note_reason(self.label, (
+            "no uncond pass to align to (CFG 1, a guidance-distilled model, or cond ran first in a separate "
+            "batch); skipped until one has run"))
         return None
