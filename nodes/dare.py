@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..core.importance import TokenWeights
 from ..runtime.install import add_intervention
-from ..runtime.reweighting import ImportanceGuidanceCFG, IMPORTANCE_PASS, TokenBias, log_weights, suppression_bias
+from ..runtime.reweighting import ImportanceGuidanceCFG, IMPORTANCE_PASS, TokenBias, suppression_bias
 from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
 
 TokenWeightsType = io.Custom("TOKENFOCUS_WEIGHTS")
@@ -24,6 +24,18 @@ def check_weights_fit(weights: TokenWeights, target: Target) -> None:
             f"These token weights come from a '{weights.encoder}' text encoder, but {target.adapter.name} is "
             f"conditioned by '{expected}'. Build them from the CLIP that encodes this model's prompt."
         )
+
+
+def _fitting(token_weights, target: Target):
+    if token_weights is not None:
+        check_weights_fit(token_weights, target)
+    return token_weights
+
+
+def _weights_text(token_weights) -> str:
+    if token_weights is None:
+        return "Weights: those each positive prompt carries in its conditioning (TokenFocus Prompt)."
+    return token_weights.describe(max_rows=16)
 
 
 class TokenImportanceNode(io.ComfyNode):
@@ -78,7 +90,11 @@ class TokenReweightNode(io.ComfyNode):
             ),
             inputs=[
                 model_input(),
-                TokenWeightsType.Input("token_weights", tooltip="From Token Importance, for the positive prompt."),
+                TokenWeightsType.Input(
+                    "token_weights", optional=True,
+                    tooltip="From Token Importance or TokenFocus Prompt, for the positive prompt. Unconnected: each "
+                    "positive prompt encoded by TokenFocus Prompt brings its own weights in the conditioning.",
+                ),
                 io.Float.Input(
                     "strength", default=1.0, min=0.0, max=3.0, step=0.05, display_mode=io.NumberDisplay.slider,
                     tooltip="Exponent on the weights: 0 = off, 1 = A' proportional to w*A, 2 = w squared.",
@@ -89,13 +105,13 @@ class TokenReweightNode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, token_weights, strength, blocks, start_percent, end_percent) -> io.NodeOutput:
+    def execute(cls, model, token_weights=None, strength=1.0, blocks="all", start_percent=0.0, end_percent=1.0) -> io.NodeOutput:
         target = Target(model, blocks, start_percent, end_percent)
-        check_weights_fit(token_weights, target)
-        bias = log_weights(token_weights.weights, float(strength))
-        intervention = TokenBias(label="Token Reweighting", blocks=target.blocks, steps=target.steps, bias=bias, encoder=token_weights.encoder)
-        neutral = strength == 0.0 or all(b == 0.0 for b in bias)
-        report = f"Token Reweighting strength {strength:g} on {target.where()}.\n{token_weights.describe(max_rows=16)}"
+        intervention = TokenBias(label="Token Reweighting", blocks=target.blocks, steps=target.steps,
+                                 weights=_fitting(token_weights, target), encoder=ENCODER_FOR_MODEL[target.adapter.name],
+                                 strength=float(strength))
+        neutral = strength == 0.0 or (token_weights is not None and not any(intervention.bias_for(token_weights)))
+        report = f"Token Reweighting strength {strength:g} on {target.where()}.\n{_weights_text(token_weights)}"
         return finish(target, intervention, neutral, report)
 
 
@@ -113,7 +129,11 @@ class ImportanceGuidanceNode(io.ComfyNode):
             ),
             inputs=[
                 model_input(),
-                TokenWeightsType.Input("token_weights", tooltip="From Token Importance; tokens weighted above 1 are the important ones."),
+                TokenWeightsType.Input(
+                    "token_weights", optional=True,
+                    tooltip="From Token Importance or TokenFocus Prompt; tokens weighted above 1 are the important ones. "
+                    "Unconnected: the weights each positive prompt encoded by TokenFocus Prompt carries.",
+                ),
                 io.Float.Input(
                     "scale", default=1.0, min=0.0, max=10.0, step=0.1, display_mode=io.NumberDisplay.slider,
                     tooltip="lambda: 0 = off (plain CFG). Try 0.5-2.",
@@ -125,18 +145,16 @@ class ImportanceGuidanceNode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, token_weights, scale, start_percent, end_percent) -> io.NodeOutput:
+    def execute(cls, model, token_weights=None, scale=1.0, start_percent=0.0, end_percent=0.5) -> io.NodeOutput:
         target = Target(model, "all", start_percent, end_percent)
-        check_weights_fit(token_weights, target)
-        bias = suppression_bias(token_weights.weights)
-        report = f"Importance Guidance scale {scale:g}, extra pass on {target.where()}."
-        if not any(bias):
+        report = f"Importance Guidance scale {scale:g}, extra pass on {target.where()}.\n{_weights_text(token_weights)}"
+        if token_weights is not None and not any(suppression_bias(token_weights.weights)):
             raise ValueError("Importance Guidance: no token is weighted above 1, so there is nothing to suppress.")
         if scale == 0.0 or target.steps.empty:
             return finish(target, None, True, report)
         intervention = TokenBias(
             label="Importance Guidance", blocks=target.blocks, steps=target.steps, extra_pass=IMPORTANCE_PASS,
-            bias=bias, encoder=token_weights.encoder,
+            weights=_fitting(token_weights, target), encoder=ENCODER_FOR_MODEL[target.adapter.name], suppress=True,
         )
         patched = add_intervention(model, target.adapter, intervention)
         patched.set_model_sampler_post_cfg_function(ImportanceGuidanceCFG(float(scale), target.steps))

@@ -20,6 +20,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     options = guider.model_options.setdefault("transformer_options", {})
     _check_prompts(options.get(CONFIG_KEY), guider)
     run = RunState()
+    _start_run(options.get(CONFIG_KEY), guider, run)
     previous = options.get(RUN_KEY)
     options[RUN_KEY] = run
     try:
@@ -41,6 +42,13 @@ def _check_prompts(config, guider) -> None:
         if context is not None:
             for iv in config.interventions:
                 iv.check_prompt(context.shape[1])
+
+
+def _start_run(config, guider, run) -> None:
+    if config is not None:
+        positive = getattr(guider, "conds", {}).get("positive", []) or []
+        for iv in config.interventions:
+            iv.start_run(positive, run)
 
 
 def _log_touched(run: RunState) -> None:
@@ -78,6 +86,7 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
         run=run,
         inputs=config.adapter.inspect_inputs(c_crossattn, kwargs),
         cond_or_uncond=tuple(options.get("cond_or_uncond", ())),
+        uuids=tuple(options.get("uuids", ())),
         latent_shape=tuple(x.shape),
     )
     for iv in active:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from .interventions import CROSS_TEXT, JOINT, Intervention
+from .prompt_weights import COND_KEY, fits, mismatch_message, padded
 from .state import PASS_KEY
 
 # Suppression is a large finite bias: -inf would turn 0·(-inf) into NaN for the unbiased queries.
@@ -29,20 +30,85 @@ def suppression_bias(weights) -> tuple:
 
 @dataclass(frozen=True)
 class TokenBias(Intervention):
-    bias: tuple = ()          # one logit bias per row of the positive prompt's context
-    encoder: str = ""
+    """A logit bias on the positive prompts' text keys, from weights connected to the node (`weights`) or,
+    when none are, from the weights each positive cond carries (TokenFocus Prompt), one bias per prompt."""
+
+    weights: object = None       # TokenWeights connected to the node, or None: read from the conditioning
+    encoder: str = ""            # the text encoder this model is conditioned by
+    strength: float = 1.0
+    suppress: bool = False       # Importance Guidance: remove the tokens weighted above 1 instead of log w
+
+    def bias_for(self, weights) -> tuple:
+        return suppression_bias(weights.weights) if self.suppress else log_weights(weights.weights, self.strength)
 
     def check_prompt(self, positive_rows: int) -> None:
-        if positive_rows != len(self.bias):
+        """Replaced by start_run, which sees each positive cond, not only its row count."""
+
+    def start_run(self, positive: list, run) -> None:
+        """Find each positive cond's bias (by the uuid ComfyUI gave it); anything that does not fit is an
+        error here, before the first step."""
+        by_uuid, connected_fit = {}, False
+        for cond in positive:
+            context = cond.get("cross_attn")
+            if context is None:
+                continue
+            # Connected weights go to the prompt they fit; another prompt keeps the weights it carries.
+            fitting = self.weights is not None and fits(self.weights, context)
+            connected_fit = connected_fit or fitting
+            weights = self.weights if fitting else cond.get(COND_KEY)
+            if weights is None:
+                continue
+            if not fits(weights, context):
+                raise ValueError(mismatch_message(self.label, weights, context))
+            if weights.encoder != self.encoder:
+                raise ValueError(
+                    f"{self.label}: the token weights come from a '{weights.encoder}' text encoder, but this model "
+                    f"is conditioned by '{self.encoder}'. Encode the prompt with the CLIP that goes with this model.")
+            by_uuid[cond.get("uuid")] = padded(self.bias_for(weights), context.shape[1], 0.0)
+        if self.weights is not None and not connected_fit:
+            context = next((c["cross_attn"] for c in positive if c.get("cross_attn") is not None), None)
+            if context is not None:
+                raise ValueError(mismatch_message(self.label, self.weights, context))
+        if self.weights is None and not by_uuid:
             raise ValueError(
-                f"{self.label}: the token weights have {len(self.bias)} rows ({self.encoder} encoding of their "
-                f"prompt) but the positive conditioning has {positive_rows}. Build the weights from the same "
-                "CLIP and the same prompt text that encode the positive conditioning."
-            )
+                f"{self.label}: no token weights. Encode the positive prompt with TokenFocus Prompt (its weights "
+                "come with the conditioning), or connect token_weights.")
+        # A prompt whose weights are all 1 gets no bias at all, so its attention stays bit-identical.
+        by_uuid = {uuid: bias for uuid, bias in by_uuid.items() if any(bias)}
+        if not by_uuid:
+            if self.suppress:
+                raise ValueError(f"{self.label}: no token of the positive prompt is weighted above 1, so there is "
+                                 "nothing to suppress.")
+            run.warn_once(f"{self.label}-neutral", f"{self.label}: every token weight of the positive prompt is 1: "
+                          "nothing is reweighted")
+        run.cache[self._by_uuid_key] = by_uuid
+
+    def prepare_step(self, plan, device) -> None:
+        """The bias tensor of each sample of this model call (None: unweighted), built outside the model."""
+        by_uuid = plan.run.cache.get(self._by_uuid_key, {})
+        tensors = plan.run.cache.setdefault(self._tensors_key, {})
+        batch = plan.latent_shape[0] if plan.latent_shape else 0
+        chunks = plan.uuids if plan.uuids and batch % len(plan.uuids) == 0 else ()
+        per_sample = []
+        for b, is_uncond in enumerate(plan.uncond_samples(batch)):
+            if chunks:
+                key = chunks[b * len(chunks) // batch]
+            elif not is_uncond and len(set(by_uuid.values())) == 1:
+                key = next(iter(by_uuid))      # a call that names no chunks: the one positive prompt
+            else:
+                key = None
+            bias = by_uuid.get(key)
+            if bias is None:
+                per_sample.append(None)
+                continue
+            cached = tensors.get(key)
+            if cached is None or cached.device != device:
+                tensors[key] = cached = torch.tensor(bias, dtype=torch.float32, device=device)
+            per_sample.append(cached)
+        plan.scratch[self._tensors_key] = per_sample
 
     def edit_attention(self, call) -> None:
         ctx = call.ctx
-        n = len(self.bias)
         batch, _, seq_q, _ = call.query_heads().shape
         device = call.q.device          # the query mask is built there: no host-to-device copy per call
         if call.kind == CROSS_TEXT:
@@ -55,25 +121,27 @@ class TokenBias(Intervention):
             queries[key_slice] = False          # text queries keep their attention as it is
         else:
             return
-        if keys != n:
-            ctx.plan.warn_once(f"{self.label}-rows-{keys}", (
-                f"{self.label}: {keys} text keys where the weights have {n} rows (a batch padded to a common "
-                "length?); left unweighted there"))
-            return
-        # Plain Python choices (which samples, skip or not): no data-dependent branch under torch.compile.
-        samples = [b for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)) if not is_uncond]
-        if not samples:
-            return
-        call.key_bias().add(key_slice, ctx.plan.run.cache[self._cache_key], samples, queries)
+        # Plain Python choices (which samples get which bias): no data-dependent branch under torch.compile.
+        per_sample = ctx.plan.scratch.get(self._tensors_key) or []
+        groups = {}
+        for b, bias in enumerate(per_sample[:batch]):
+            if bias is not None:
+                groups.setdefault(id(bias), (bias, []))[1].append(b)
+        for bias, samples in groups.values():
+            if bias.shape[0] != keys:
+                ctx.plan.warn_once(f"{self.label}-rows-{keys}", (
+                    f"{self.label}: {keys} text keys where the weights have {bias.shape[0]} rows (a batch padded "
+                    "to a common length?); left unweighted there"))
+                continue
+            call.key_bias().add(key_slice, bias, samples, queries)
 
     @property
-    def _cache_key(self):
-        return (id(self), "bias")
+    def _by_uuid_key(self):
+        return (id(self), "bias by cond")
 
-    def prepare_step(self, plan, device) -> None:
-        cached = plan.run.cache.get(self._cache_key)
-        if cached is None or cached.device != device:
-            plan.run.cache[self._cache_key] = torch.tensor(self.bias, dtype=torch.float32, device=device)
+    @property
+    def _tensors_key(self):
+        return (id(self), "bias tensors")
 
 
 class ImportanceGuidanceCFG:
