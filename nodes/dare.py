@@ -4,6 +4,8 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..core.importance import TokenWeights
+from ..core.region import as_frames
+from ..runtime.inspector import patch_of
 from ..runtime.install import add_intervention
 from ..runtime.reweighting import ImportanceGuidanceCFG, IMPORTANCE_PASS, TokenBias, suppression_bias
 from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
@@ -30,6 +32,19 @@ def _fitting(token_weights, target: Target):
     if token_weights is not None:
         check_weights_fit(token_weights, target)
     return token_weights
+
+
+def _region(mask, target: Target):
+    """(the mask as float32 frames, or None; the report's words for it)."""
+    if mask is None:
+        return None, ""
+    region = as_frames(mask)
+    video = target.adapter.name in ("Wan", "HunyuanVideo")
+    if not video and region.shape[0] > 1:
+        raise ValueError(f"Token Reweighting: {target.adapter.name} makes images; give a mask of one frame, not "
+                         f"{region.shape[0]}.")
+    frames = f"{region.shape[0]} frame(s)" if video else "one image"
+    return region, f"; inside the mask only ({frames}, {float(region.mean()) * 100:.0f}% of the area)"
 
 
 def _weights_text(token_weights) -> str:
@@ -100,18 +115,26 @@ class TokenReweightNode(io.ComfyNode):
                     tooltip="Exponent on the weights: 0 = off, 1 = A' proportional to w*A, 2 = w squared.",
                 ),
                 *block_and_step_inputs(blocks="all", start=0.0, end=1.0),
+                io.Mask.Input(
+                    "mask", optional=True,
+                    tooltip="Optional region (MASK; one frame, or one per video frame): the weights act only for the "
+                    "image/video tokens inside it, in proportion to the mask; outside, attention is unweighted.",
+                ),
             ],
             outputs=[io.Model.Output(), report_output()],
         )
 
     @classmethod
-    def execute(cls, model, token_weights=None, strength=1.0, blocks="all", start_percent=0.0, end_percent=1.0) -> io.NodeOutput:
+    def execute(cls, model, token_weights=None, strength=1.0, blocks="all", start_percent=0.0, end_percent=1.0,
+                mask=None) -> io.NodeOutput:
         target = Target(model, blocks, start_percent, end_percent)
+        region, where = _region(mask, target)
         intervention = TokenBias(label="Token Reweighting", blocks=target.blocks, steps=target.steps,
                                  weights=_fitting(token_weights, target), encoder=ENCODER_FOR_MODEL[target.adapter.name],
-                                 strength=float(strength))
+                                 strength=float(strength), region=region, patch=patch_of(model.get_model_object("diffusion_model")))
         neutral = strength == 0.0 or (token_weights is not None and not any(intervention.bias_for(token_weights)))
-        report = f"Token Reweighting strength {strength:g} on {target.where()}.\n{_weights_text(token_weights)}"
+        neutral = neutral or (region is not None and not bool(region.any()))
+        report = f"Token Reweighting strength {strength:g} on {target.where()}{where}.\n{_weights_text(token_weights)}"
         return finish(target, intervention, neutral, report)
 
 

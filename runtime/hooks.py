@@ -20,7 +20,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     options = guider.model_options.setdefault("transformer_options", {})
     _check_prompts(options.get(CONFIG_KEY), guider)
     run = RunState()
-    _start_run(options.get(CONFIG_KEY), guider, run)
+    noise = args[0] if args else kwargs.get("noise")
+    _start_run(options.get(CONFIG_KEY), guider, run, tuple(getattr(noise, "shape", ())))
     previous = options.get(RUN_KEY)
     options[RUN_KEY] = run
     try:
@@ -44,11 +45,11 @@ def _check_prompts(config, guider) -> None:
                 iv.check_prompt(context.shape[1])
 
 
-def _start_run(config, guider, run) -> None:
+def _start_run(config, guider, run, latent_shape: tuple) -> None:
     if config is not None:
         positive = getattr(guider, "conds", {}).get("positive", []) or []
         for iv in config.interventions:
-            iv.start_run(positive, run)
+            iv.start_run(positive, run, latent_shape)
 
 
 def _log_touched(run: RunState) -> None:

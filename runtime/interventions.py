@@ -30,9 +30,10 @@ class Intervention:
     def check_prompt(self, positive_rows: int) -> None:
         """Raise before sampling starts if the positive prompt does not fit this intervention."""
 
-    def start_run(self, positive: list, run) -> None:
+    def start_run(self, positive: list, run, latent_shape: tuple = ()) -> None:
         """Once per sampling run, before the first step, with the guider's positive conds (dicts with
-        'cross_attn' and the 'uuid' each model call names its chunks by): raise if they do not fit."""
+        'cross_attn' and the 'uuid' each model call names its chunks by) and the latent's shape: raise if
+        they do not fit."""
 
     def prepare_step(self, plan, device) -> None:
         """Once per model call, outside any compiled region: build what the hooks will only look up

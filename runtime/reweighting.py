@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.attention_stats import token_grid
+from ..core.region import token_weights_of_mask
 from .interventions import CROSS_TEXT, JOINT, Intervention
 from .prompt_weights import COND_KEY, fits, mismatch_message, padded
 from .state import PASS_KEY
@@ -37,6 +39,10 @@ class TokenBias(Intervention):
     encoder: str = ""            # the text encoder this model is conditioned by
     strength: float = 1.0
     suppress: bool = False       # Importance Guidance: remove the tokens weighted above 1 instead of log w
+    # Regional weights: a MASK as float32 [frames, H, W]; the bias then acts on each image/video query in
+    # proportion to the mask over it (the query side of the fold carries it), and not at all outside.
+    region: object = None
+    patch: tuple = (1, 2, 2)     # the model's patch size, to lay the mask on its token grid
 
     def bias_for(self, weights) -> tuple:
         return suppression_bias(weights.weights) if self.suppress else log_weights(weights.weights, self.strength)
@@ -44,9 +50,11 @@ class TokenBias(Intervention):
     def check_prompt(self, positive_rows: int) -> None:
         """Replaced by start_run, which sees each positive cond, not only its row count."""
 
-    def start_run(self, positive: list, run) -> None:
+    def start_run(self, positive: list, run, latent_shape: tuple = ()) -> None:
         """Find each positive cond's bias (by the uuid ComfyUI gave it); anything that does not fit is an
         error here, before the first step."""
+        if self.region is not None and len(latent_shape) in (4, 5):
+            self._region_on(token_grid(latent_shape, self.patch), run, "cpu")    # a mask that cannot fit fails here
         by_uuid, connected_fit = {}, False
         for cond in positive:
             context = cond.get("cross_attn")
@@ -106,6 +114,17 @@ class TokenBias(Intervention):
                 tensors[key] = cached = torch.tensor(bias, dtype=torch.float32, device=device)
             per_sample.append(cached)
         plan.scratch[self._tensors_key] = per_sample
+        if self.region is not None:
+            grid = token_grid(plan.latent_shape, self.patch)
+            plan.scratch[self._region_key] = None if grid is None else self._region_on(grid, plan.run, device)
+
+    def _region_on(self, grid: tuple, run, device) -> torch.Tensor:
+        """The mask as one weight per image token of this grid, made once per run and device."""
+        key = (self._region_key, grid, str(device))
+        cached = run.cache.get(key)
+        if cached is None:
+            cached = run.cache[key] = token_weights_of_mask(self.region, grid).to(device)
+        return cached
 
     def edit_attention(self, call) -> None:
         ctx = call.ctx
@@ -114,13 +133,19 @@ class TokenBias(Intervention):
         if call.kind == CROSS_TEXT:
             keys = call.key_heads().shape[2]
             key_slice, queries = slice(0, keys), torch.ones(seq_q, dtype=torch.bool, device=device)
+            image = slice(0, seq_q)
         elif call.kind == JOINT and ctx.text_len is not None:
             keys = ctx.text_len
             key_slice = ctx.adapter.text_span(ctx.block, ctx.text_len, seq_q)
             queries = torch.ones(seq_q, dtype=torch.bool, device=device)
             queries[key_slice] = False          # text queries keep their attention as it is
+            image = slice(key_slice.stop, seq_q) if key_slice.start == 0 else slice(0, key_slice.start)
         else:
             return
+        if self.region is not None:
+            queries = self._regional_queries(ctx, seq_q, image, device)
+            if queries is None:
+                return
         # Plain Python choices (which samples get which bias): no data-dependent branch under torch.compile.
         per_sample = ctx.plan.scratch.get(self._tensors_key) or []
         groups = {}
@@ -134,6 +159,24 @@ class TokenBias(Intervention):
                     "to a common length?); left unweighted there"))
                 continue
             call.key_bias().add(key_slice, bias, samples, queries)
+
+    def _regional_queries(self, ctx, seq_q: int, image: slice, device):
+        """Per query: the mask's weight over its image token; 0 for text queries."""
+        region = ctx.plan.scratch.get(self._region_key)
+        count = image.stop - image.start
+        if region is None or region.shape[0] != count:
+            ctx.plan.warn_once(f"{self.label}-region-{count}", (
+                f"{self.label}: {count} image queries where the mask covers "
+                f"{None if region is None else region.shape[0]} tokens (reference latents, another layout?); "
+                "left unweighted there"))
+            return None
+        queries = torch.zeros(seq_q, dtype=torch.float32, device=device)
+        queries[image] = region
+        return queries
+
+    @property
+    def _region_key(self):
+        return (id(self), "region")
 
     @property
     def _by_uuid_key(self):
