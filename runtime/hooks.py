@@ -11,6 +11,10 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
+import torch
+
 from .attention_call import AttentionCall
 from .state import BLOCK_KEY, CONFIG_KEY, INSIDE_KEY, PASS_KEY, RUN_KEY, STEP_KEY, BlockContext, RunState, StepPlan, log
 
@@ -92,12 +96,40 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
     )
     for iv in active:
         iv.prepare_step(plan, x.device)
+    if any(plan.uncond_samples(x.shape[0])):
+        run.cache["saw uncond"] = True
+    elif not run.cache.get("saw uncond") and not this_pass:
+        reference = next((iv.reference_prompt for iv in active if iv.reference_prompt is not None), None)
+        if reference is not None:
+            _reference_pass(executor, config.adapter, plan, reference, x, t, c_concat, c_crossattn, options, kwargs)
     options[STEP_KEY] = plan
     try:
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kwargs)
     finally:
         options.pop(STEP_KEY, None)
         plan.finish()
+
+
+def _reference_pass(executor, adapter, plan, reference, x, t, c_concat, c_crossattn, options, kwargs) -> None:
+    """Run the model once more on a reference prompt as an uncond sample (no uncond pass runs at CFG 1),
+    so that the interventions see its text at every block; the output is dropped."""
+    context, extras = reference
+    batch = x.shape[0]
+
+    def first(value):
+        return value[:1] if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch else value
+
+    ref_kwargs = {key: first(value) for key, value in kwargs.items()}
+    for key, value in extras.items():   # the reference's own pooled vector / text mask, where the model takes one
+        if isinstance(ref_kwargs.get(key), torch.Tensor) and ref_kwargs[key].shape == value.shape:
+            ref_kwargs[key] = value.to(ref_kwargs[key])
+    context = context.to(device=c_crossattn.device, dtype=c_crossattn.dtype) if c_crossattn is not None else context
+    ref_plan = dataclasses.replace(
+        plan, inputs=adapter.inspect_inputs(context, ref_kwargs), cond_or_uncond=(1,), uuids=(),
+        latent_shape=(1,) + tuple(x.shape[1:]), scratch={})
+    ref_options = {**options, STEP_KEY: ref_plan, "cond_or_uncond": [1], "uuids": []}
+    executor(x[:1], t[:1], first(c_concat), context, None, ref_options, **ref_kwargs)
+    ref_plan.finish()
 
 
 class BlockHook:
