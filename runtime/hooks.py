@@ -120,9 +120,12 @@ def _reference_pass(executor, adapter, plan, reference, x, t, c_concat, c_crossa
         return value[:1] if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch else value
 
     ref_kwargs = {key: first(value) for key, value in kwargs.items()}
+    if "attention_mask" in ref_kwargs:  # a text mask belongs to its own prompt's rows
+        ref_kwargs["attention_mask"] = None
     for key, value in extras.items():   # the reference's own pooled vector / text mask, where the model takes one
-        if isinstance(ref_kwargs.get(key), torch.Tensor) and ref_kwargs[key].shape == value.shape:
-            ref_kwargs[key] = value.to(ref_kwargs[key])
+        if key in ref_kwargs:
+            like = ref_kwargs[key] if isinstance(ref_kwargs[key], torch.Tensor) else x
+            ref_kwargs[key] = value.to(device=like.device, dtype=like.dtype if value.is_floating_point() else value.dtype)
     context = context.to(device=c_crossattn.device, dtype=c_crossattn.dtype) if c_crossattn is not None else context
     ref_plan = dataclasses.replace(
         plan, inputs=adapter.inspect_inputs(context, ref_kwargs), cond_or_uncond=(1,), uuids=(),

@@ -209,7 +209,7 @@ def test_token_weights_keep_the_positive_padding_untouched(tiny, nodes, family):
                 assert torch.allclose(before[b, mask].mean(0), after[b, mask].mean(0), atol=1e-4)
 
 
-@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "hunyuan_video"])
 def test_alignment_at_cfg_1_aligns_to_the_negative_input(tiny, nodes, family):
     model = tiny(family)
     base = sample_with(model, model.patcher, cfg=1.0)
