@@ -4,10 +4,11 @@ from __future__ import annotations
 from comfy_api.latest import io
 
 from ..core.importance import TokenWeights
+from ..core.region import as_frames
+from ..runtime.inspector import patch_of
 from ..runtime.install import add_intervention
 from ..runtime.reweighting import (
-    DEFAULT_SUPPRESS_THRESHOLD, ImportanceGuidanceCFG, TokenBias, importance_pass_name, log_weights,
-    suppressed_rows, suppression_bias,
+    DEFAULT_SUPPRESS_THRESHOLD, ImportanceGuidanceCFG, TokenBias, importance_pass_name, suppressed_rows,
 )
 from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
 
@@ -27,6 +28,31 @@ def check_weights_fit(weights: TokenWeights, target: Target) -> None:
             f"These token weights come from a '{weights.encoder}' text encoder, but {target.adapter.name} is "
             f"conditioned by '{expected}'. Build them from the CLIP that encodes this model's prompt."
         )
+
+
+def _fitting(token_weights, target: Target):
+    if token_weights is not None:
+        check_weights_fit(token_weights, target)
+    return token_weights
+
+
+def _region(mask, target: Target):
+    """(the mask as float32 frames, or None; the report's words for it)."""
+    if mask is None:
+        return None, ""
+    region = as_frames(mask)
+    video = target.adapter.name in ("Wan", "HunyuanVideo")
+    if not video and region.shape[0] > 1:
+        raise ValueError(f"Token Reweighting: {target.adapter.name} makes images; give a mask of one frame, not "
+                         f"{region.shape[0]}.")
+    frames = f"{region.shape[0]} frame(s)" if video else "one image"
+    return region, f"; inside the mask only ({frames}, {float(region.mean()) * 100:.0f}% of the area)"
+
+
+def _weights_text(token_weights) -> str:
+    if token_weights is None:
+        return "Weights: those each positive prompt carries in its conditioning (TokenFocus Prompt)."
+    return token_weights.describe(max_rows=16)
 
 
 class TokenImportanceNode(io.ComfyNode):
@@ -82,24 +108,36 @@ class TokenReweightNode(io.ComfyNode):
             ),
             inputs=[
                 model_input(),
-                TokenWeightsType.Input("token_weights", tooltip="From Token Importance, for the positive prompt."),
+                TokenWeightsType.Input(
+                    "token_weights", optional=True,
+                    tooltip="From Token Importance or TokenFocus Prompt, for the positive prompt. Unconnected: each "
+                    "positive prompt encoded by TokenFocus Prompt brings its own weights in the conditioning.",
+                ),
                 io.Float.Input(
                     "strength", default=1.0, min=0.0, max=3.0, step=0.05, display_mode=io.NumberDisplay.slider,
                     tooltip="Exponent on the weights: 0 = off, 1 = A' proportional to w*A, 2 = w squared.",
                 ),
                 *block_and_step_inputs(blocks="all", start=0.0, end=1.0),
+                io.Mask.Input(
+                    "mask", optional=True,
+                    tooltip="Optional region (MASK; one frame, or one per video frame): the weights act only for the "
+                    "image/video tokens inside it, in proportion to the mask; outside, attention is unweighted.",
+                ),
             ],
             outputs=[io.Model.Output(), report_output()],
         )
 
     @classmethod
-    def execute(cls, model, token_weights, strength, blocks, start_percent, end_percent) -> io.NodeOutput:
+    def execute(cls, model, token_weights=None, strength=1.0, blocks="all", start_percent=0.0, end_percent=1.0,
+                mask=None) -> io.NodeOutput:
         target = Target(model, blocks, start_percent, end_percent)
-        check_weights_fit(token_weights, target)
-        bias = log_weights(token_weights.weights, float(strength))
-        intervention = TokenBias(label="Token Reweighting", blocks=target.blocks, steps=target.steps, bias=bias, encoder=token_weights.encoder)
-        neutral = strength == 0.0 or all(b == 0.0 for b in bias)
-        report = f"Token Reweighting strength {strength:g} on {target.where()}.\n{token_weights.describe(max_rows=16)}"
+        region, where = _region(mask, target)
+        intervention = TokenBias(label="Token Reweighting", blocks=target.blocks, steps=target.steps,
+                                 weights=_fitting(token_weights, target), encoder=ENCODER_FOR_MODEL[target.adapter.name],
+                                 strength=float(strength), region=region, patch=patch_of(model.get_model_object("diffusion_model")))
+        neutral = strength == 0.0 or (token_weights is not None and not any(intervention.bias_for(token_weights)))
+        neutral = neutral or (region is not None and not bool(region.any()))
+        report = f"Token Reweighting strength {strength:g} on {target.where()}{where}.\n{_weights_text(token_weights)}"
         return finish(target, intervention, neutral, report)
 
 
@@ -118,7 +156,12 @@ class ImportanceGuidanceNode(io.ComfyNode):
             ),
             inputs=[
                 model_input(),
-                TokenWeightsType.Input("token_weights", tooltip="From Token Importance; the most heavily weighted tokens are the important ones (see threshold)."),
+                TokenWeightsType.Input(
+                    "token_weights", optional=True,
+                    tooltip="From Token Importance or TokenFocus Prompt; the most heavily weighted tokens are the "
+                    "important ones (see threshold). Unconnected: the weights each positive prompt encoded by "
+                    "TokenFocus Prompt carries.",
+                ),
                 io.Float.Input(
                     "scale", default=1.0, min=0.0, max=10.0, step=0.1, display_mode=io.NumberDisplay.slider,
                     tooltip="lambda: 0 = off (plain CFG). Try 0.5-2.",
@@ -135,26 +178,29 @@ class ImportanceGuidanceNode(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, model, token_weights, scale, start_percent, end_percent,
+    def execute(cls, model, token_weights=None, scale=1.0, start_percent=0.0, end_percent=0.5,
                 threshold=DEFAULT_SUPPRESS_THRESHOLD) -> io.NodeOutput:
         target = Target(model, "all", start_percent, end_percent)
-        check_weights_fit(token_weights, target)
-        rows = suppressed_rows(token_weights.weights, float(threshold))
-        if not rows:
-            raise ValueError("Importance Guidance: no token is weighted above 1, so there is nothing to suppress.")
-        bias = suppression_bias(token_weights.weights, float(threshold))
-        report = (
-            f"Importance Guidance scale {scale:g}, extra pass on {target.where()}.\n"
-            f"Suppressed in the extra pass: {len(rows)} of {sum(token_weights.real)} prompt tokens (threshold "
-            f"{threshold:g}, weights {min(token_weights.weights[i] for i in rows):.2f} and up): "
-            + " ".join(f"{token_weights.labels[i]}({token_weights.weights[i]:.2f})" for i in rows)
-        )
+        header = f"Importance Guidance scale {scale:g}, extra pass on {target.where()}.\n"
+        if token_weights is None:
+            report = header + _weights_text(None) + f" Suppressed in each: the top of its weights (threshold {threshold:g})."
+        else:
+            check_weights_fit(token_weights, target)
+            rows = suppressed_rows(token_weights.weights, float(threshold))
+            if not rows:
+                raise ValueError("Importance Guidance: no token is weighted above 1, so there is nothing to suppress.")
+            report = header + (
+                f"Suppressed in the extra pass: {len(rows)} of {sum(token_weights.real)} prompt tokens (threshold "
+                f"{threshold:g}, weights {min(token_weights.weights[i] for i in rows):.2f} and up): "
+                + " ".join(f"{token_weights.labels[i]}({token_weights.weights[i]:.2f})" for i in rows)
+            )
         if scale == 0.0 or target.steps.empty:
             return finish(target, None, True, report)
         pass_name = importance_pass_name()
         intervention = TokenBias(
             label="Importance Guidance", blocks=target.blocks, steps=target.steps, extra_pass=pass_name,
-            bias=bias, encoder=token_weights.encoder,
+            weights=_fitting(token_weights, target), encoder=ENCODER_FOR_MODEL[target.adapter.name], suppress=True,
+            threshold=float(threshold),
         )
         patched = add_intervention(model, target.adapter, intervention)
         patched.set_model_sampler_post_cfg_function(ImportanceGuidanceCFG(float(scale), target.steps, pass_name))

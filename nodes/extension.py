@@ -8,6 +8,7 @@ from comfy_api.latest import ComfyExtension, io
 from .attention_temperature import AttentionTemperatureNode
 from .dare import ImportanceGuidanceNode, TokenImportanceNode, TokenReweightNode
 from .inspector import AttentionInspectorNode, AttentionInspectorViewNode
+from .prompt import TokenFocusPromptNode
 from .tora import ResidualAlignmentNode, TokenSpacingNode
 
 
@@ -18,6 +19,7 @@ class TokenFocusExtension(ComfyExtension):
             AttentionTemperatureNode,
             TokenSpacingNode,
             ResidualAlignmentNode,
+            TokenFocusPromptNode,
             TokenImportanceNode,
             TokenReweightNode,
             ImportanceGuidanceNode,

@@ -124,25 +124,45 @@ class ResidualAlignmentNode(io.ComfyNode):
                 *_k_inputs(("auto", "fixed")),
                 *block_and_step_inputs(blocks="all", start=0.0, end=1.0),
                 _token_weights_input(),
+                io.Conditioning.Input(
+                    "negative", optional=True,
+                    tooltip="Optional negative prompt for CFG 1 (distilled models): where the sampler runs no uncond "
+                    "pass, the model runs once more per step on this prompt to give the cond - uncond direction.",
+                ),
             ],
             outputs=[io.Model.Output(), report_output()],
         )
 
     @classmethod
-    def execute(cls, model, strength, k_mode, fixed_k, blocks, start_percent, end_percent, token_weights=None) -> io.NodeOutput:
+    def execute(cls, model, strength, k_mode, fixed_k, blocks, start_percent, end_percent, token_weights=None,
+                negative=None) -> io.NodeOutput:
         _check_choice("k_mode", k_mode, ("auto", "fixed"))
         target = Target(model, blocks, start_percent, end_percent)
         positive_real, padding = _padding(target, token_weights)
         intervention = ResidualAlignment(
             label="Residual Alignment", blocks=target.blocks, steps=target.steps, strength=float(strength),
-            k_mode=k_mode, fixed_k=int(fixed_k), positive_real=positive_real,
+            k_mode=k_mode, fixed_k=int(fixed_k), positive_real=positive_real, negative=_reference(negative),
         )
+        without_uncond = (
+            "with no uncond pass (CFG 1) it runs the model once more per step on the negative input"
+            if negative is not None else "with no uncond pass (CFG 1) it does nothing: connect negative")
         report = (
             f"Residual Alignment strength {strength:g}, k {'by the elbow' if k_mode == 'auto' else fixed_k}, on "
-            f"{target.where()}.\n{padding}.\nAligns cond tokens to cond - uncond; with "
-            "no uncond pass (CFG 1) it does nothing."
+            f"{target.where()}.\n{padding}.\nAligns cond tokens to cond - uncond; {without_uncond}."
         )
         return finish(target, intervention, strength == 0.0, report)
+
+
+def _reference(negative):
+    """The negative CONDITIONING as (context, {model input: tensor}): its pooled vector goes where the model
+    takes one ('y': SD3, Flux, HunyuanVideo), and so does its text mask (HunyuanVideo)."""
+    if not negative:
+        return None
+    context, extras = negative[0]
+    if context is None:
+        raise ValueError("Residual Alignment: the negative conditioning holds no text tokens.")
+    inputs = {"y": extras.get("pooled_output"), "attention_mask": extras.get("attention_mask")}
+    return context, {key: value for key, value in inputs.items() if value is not None}
 
 
 def _check_choice(name, value, options):

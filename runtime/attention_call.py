@@ -93,8 +93,9 @@ class KeyBias:
     float mask is built and the backend keeps its kernel (a float mask would move CUDA SDPA off flash
     attention, and not every backend takes one):
 
-        q' = [q, 1 for biased queries, 0…],  k' = [k·√(d'/d), bias_j·√d', 0…],  v' = [v, 0…]
-        q'·k'/√d' = q·k/√d + bias_j       (d' = d + 8, so a multiple of 8 stays one)
+        q' = [q, m_i, 0…],  k' = [k·√(d'/d), bias_j·√d', 0…],  v' = [v, 0…]
+        q'·k'/√d' = q·k/√d + m_i·bias_j   (d' = d + 8, so a multiple of 8 stays one; m_i = 1 for a biased
+                                          query, 0 for the others, a region mask's value in between)
 
     The widened copies are made a group of heads at a time, written straight into the layout the backend
     reads, and each group's output goes straight into the call's output: the copies never hold more than
@@ -110,13 +111,15 @@ class KeyBias:
         b, h, lq, d = q.shape
         lk = k.shape[2]
         self.bias = torch.zeros(b, lk, dtype=torch.float32, device=q.device)
-        self.biased_queries = torch.zeros(b, lq, dtype=torch.bool, device=q.device)
+        # How much of the bias each query takes: 1, 0, or a region mask's value in between.
+        self.biased_queries = torch.zeros(b, lq, dtype=torch.float32, device=q.device)
 
     def add(self, key_slice: slice, bias: torch.Tensor, samples: list, query_mask: torch.Tensor) -> None:
-        """bias [Lk_slice] on the keys in key_slice, for the samples (batch indices) and queries (bool [Lq])."""
+        """bias [Lk_slice] on the keys in key_slice, for the samples (batch indices) and queries (bool or
+        float [Lq]: the fraction of the bias each query takes)."""
         for b in samples:
             self.bias[b, key_slice] += bias.to(self.bias)
-            self.biased_queries[b] |= query_mask
+            self.biased_queries[b] = torch.maximum(self.biased_queries[b], query_mask.to(self.biased_queries))
 
     def heads_per_group(self, q: torch.Tensor, k: torch.Tensor) -> int:
         """Heads a backend call takes, for [B, H, L, D] q and k."""

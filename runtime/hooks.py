@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .attention_call import AttentionCall
@@ -32,7 +34,8 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     _check_prompts(config, guider)
     run = RunState()
     sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
-    _start_run(run, config, guider, sigmas)
+    noise = args[0] if args else kwargs.get("noise")
+    _start_run(run, config, guider, sigmas, tuple(getattr(noise, "shape", ())))
     previous = options.get(RUN_KEY)
     options[RUN_KEY] = run
     try:
@@ -56,10 +59,10 @@ def _check_prompts(config, guider) -> None:
                 iv.check_prompt(context.shape[1])
 
 
-def _start_run(run: RunState, config, guider, sigmas) -> None:
+def _start_run(run: RunState, config, guider, sigmas, latent_shape: tuple) -> None:
     """What the run needs to know before its first step: which conditioning each cond uuid is (every
-    guider keeps the positive prompt under "positive"), the model_sampling that really samples, and how
-    many of the run's steps each intervention's range holds."""
+    guider keeps the positive prompt under "positive"), the model_sampling that really samples, what each
+    intervention takes from the positive prompt, and how many of the run's steps each range holds."""
     for key, conds in (getattr(guider, "conds", None) or {}).items():
         role = POSITIVE if key == "positive" else NEGATIVE if key == "negative" else OTHER
         for cond in conds or []:
@@ -69,7 +72,12 @@ def _start_run(run: RunState, config, guider, sigmas) -> None:
         run.percent_to_sigma = guider.model_patcher.get_model_object("model_sampling").percent_to_sigma
     except AttributeError:
         run.percent_to_sigma = None
-    if config is None or sigmas is None:
+    if config is None:
+        return
+    positive = (getattr(guider, "conds", None) or {}).get("positive", []) or []
+    for iv in config.interventions:
+        iv.start_run(positive, run, latent_shape)
+    if sigmas is None:
         return
     steps = [float(s) for s in sigmas.reshape(-1)[:-1]]
     for iv in config.interventions:
@@ -146,10 +154,17 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
         run=run,
         inputs=config.adapter.inspect_inputs(c_crossattn, kwargs),
         chunk_roles=roles_of_chunks(run, options.get("cond_or_uncond"), options.get("uuids")),
+        uuids=tuple(options.get("uuids") or ()),
         latent_shape=tuple(x.shape),
     )
     for iv in active:
         iv.prepare_step(plan, x.device)
+    if any(plan.negative_samples(x.shape[0])):
+        run.cache["saw uncond"] = True
+    elif not run.cache.get("saw uncond") and not this_pass:
+        reference = next((iv.reference_prompt for iv in active if iv.reference_prompt is not None), None)
+        if reference is not None:
+            _reference_pass(executor, config.adapter, plan, reference, x, t, c_concat, c_crossattn, options, kwargs)
     options[STEP_KEY] = plan
     override = options.get(OVERRIDE_KEY)
     hook = _attention_hook_for_run(run, options) if any(iv.acts_on_attention for iv in active) else None
@@ -203,6 +218,31 @@ def _reaches_hook(fn, depth: int = 0) -> bool:
         found += list(attributes.values())
     owner = getattr(fn, "__self__", None)       # a bound method's object keeps what it wraps as attributes
     return any((callable(f) or f is owner) and f is not fn and _reaches_hook(f, depth + 1) for f in found)
+
+
+def _reference_pass(executor, adapter, plan, reference, x, t, c_concat, c_crossattn, options, kwargs) -> None:
+    """Run the model once more on a reference prompt as an uncond sample (no uncond pass runs at CFG 1),
+    so that the interventions see its text at every block; the output is dropped."""
+    context, extras = reference
+    batch = x.shape[0]
+
+    def first(value):
+        return value[:1] if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == batch else value
+
+    ref_kwargs = {key: first(value) for key, value in kwargs.items()}
+    if "attention_mask" in ref_kwargs:  # a text mask belongs to its own prompt's rows
+        ref_kwargs["attention_mask"] = None
+    for key, value in extras.items():   # the reference's own pooled vector / text mask, where the model takes one
+        if key in ref_kwargs:
+            like = ref_kwargs[key] if isinstance(ref_kwargs[key], torch.Tensor) else x
+            ref_kwargs[key] = value.to(device=like.device, dtype=like.dtype if value.is_floating_point() else value.dtype)
+    context = context.to(device=c_crossattn.device, dtype=c_crossattn.dtype) if c_crossattn is not None else context
+    ref_plan = dataclasses.replace(
+        plan, inputs=adapter.inspect_inputs(context, ref_kwargs), chunk_roles=(NEGATIVE,), uuids=(),
+        latent_shape=(1,) + tuple(x.shape[1:]), scratch={})
+    ref_options = {**options, STEP_KEY: ref_plan, "cond_or_uncond": [1], "uuids": []}
+    executor(x[:1], t[:1], first(c_concat), context, None, ref_options, **ref_kwargs)
+    ref_plan.finish()
 
 
 class BlockHook:

@@ -30,6 +30,17 @@ class Intervention:
     def check_prompt(self, positive_rows: int) -> None:
         """Raise before sampling starts if the positive prompt does not fit this intervention."""
 
+    def start_run(self, positive: list, run, latent_shape: tuple = ()) -> None:
+        """Once per sampling run, before the first step, with the guider's positive conds (dicts with
+        'cross_attn' and the 'uuid' each model call names its chunks by) and the latent's shape: raise if
+        they do not fit."""
+
+    @property
+    def reference_prompt(self):
+        """(context, {model input: tensor}) of a prompt to run as an uncond pass when a model call has none
+        (CFG 1), or None."""
+        return None
+
     def prepare_step(self, plan, device) -> None:
         """Once per model call, outside any compiled region: build what the hooks will only look up
         (a cache filled inside a compiled graph would change its guards and force recompiles)."""

@@ -11,7 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.attention_stats import token_grid
+from ..core.region import token_weights_of_mask
 from .interventions import CROSS_TEXT, JOINT, Intervention
+from .prompt_weights import COND_KEY, fits, mismatch_message, padded
 from .state import PASS_KEY, POSITIVE, RUN_KEY
 
 # Suppression is a large finite bias: -inf would turn 0·(-inf) into NaN for the unbiased queries.
@@ -50,51 +53,167 @@ def suppression_bias(weights, threshold: float = DEFAULT_SUPPRESS_THRESHOLD) -> 
 
 @dataclass(frozen=True)
 class TokenBias(Intervention):
-    bias: tuple = ()          # one logit bias per row of the positive prompt's context
-    encoder: str = ""
+    """A logit bias on the positive prompts' text keys, from weights connected to the node (`weights`) or,
+    when none are, from the weights each positive cond carries (TokenFocus Prompt), one bias per prompt."""
+
+    weights: object = None       # TokenWeights connected to the node, or None: read from the conditioning
+    encoder: str = ""            # the text encoder this model is conditioned by
+    strength: float = 1.0
+    suppress: bool = False       # Importance Guidance: remove the important tokens instead of adding log w
+    threshold: float = DEFAULT_SUPPRESS_THRESHOLD   # which tokens are important when suppressing (suppressed_rows)
+    # Regional weights: a MASK as float32 [frames, H, W]; the bias then acts on each image/video query in
+    # proportion to the mask over it (the query side of the fold carries it), and not at all outside.
+    region: object = None
+    patch: tuple = (1, 2, 2)     # the model's patch size, to lay the mask on its token grid
+
+    def bias_for(self, weights) -> tuple:
+        if self.suppress:
+            return suppression_bias(weights.weights, self.threshold)
+        return log_weights(weights.weights, self.strength)
 
     def check_prompt(self, positive_rows: int) -> None:
-        if positive_rows != len(self.bias):
+        """Replaced by start_run, which sees each positive cond, not only its row count."""
+
+    def start_run(self, positive: list, run, latent_shape: tuple = ()) -> None:
+        """Find each positive cond's bias (by the uuid ComfyUI gave it); anything that does not fit is an
+        error here, before the first step."""
+        if self.region is not None and len(latent_shape) in (4, 5):
+            self._region_on(token_grid(latent_shape, self.patch), run, "cpu")    # a mask that cannot fit fails here
+        by_uuid, connected_fit = {}, False
+        for cond in positive:
+            context = cond.get("cross_attn")
+            if context is None:
+                continue
+            # Connected weights go to the prompt they fit; another prompt keeps the weights it carries.
+            fitting = self.weights is not None and fits(self.weights, context)
+            connected_fit = connected_fit or fitting
+            weights = self.weights if fitting else cond.get(COND_KEY)
+            if weights is None:
+                continue
+            if not fits(weights, context):
+                raise ValueError(mismatch_message(self.label, weights, context))
+            if weights.encoder != self.encoder:
+                raise ValueError(
+                    f"{self.label}: the token weights come from a '{weights.encoder}' text encoder, but this model "
+                    f"is conditioned by '{self.encoder}'. Encode the prompt with the CLIP that goes with this model.")
+            by_uuid[cond.get("uuid")] = padded(self.bias_for(weights), context.shape[1], 0.0)
+        if self.weights is not None and not connected_fit:
+            context = next((c["cross_attn"] for c in positive if c.get("cross_attn") is not None), None)
+            if context is not None:
+                raise ValueError(mismatch_message(self.label, self.weights, context))
+        if self.weights is None and not by_uuid:
             raise ValueError(
-                f"{self.label}: the token weights have {len(self.bias)} rows ({self.encoder} encoding of their "
-                f"prompt) but the positive conditioning has {positive_rows}. Build the weights from the same "
-                "CLIP and the same prompt text that encode the positive conditioning."
-            )
+                f"{self.label}: no token weights. Encode the positive prompt with TokenFocus Prompt (its weights "
+                "come with the conditioning), or connect token_weights.")
+        # A prompt whose weights are all 1 gets no bias at all, so its attention stays bit-identical.
+        by_uuid = {uuid: bias for uuid, bias in by_uuid.items() if any(bias)}
+        if not by_uuid:
+            if self.suppress:
+                raise ValueError(f"{self.label}: no token of the positive prompt is weighted above 1, so there is "
+                                 "nothing to suppress.")
+            run.warn_once(f"{self.label}-neutral", f"{self.label}: every token weight of the positive prompt is 1: "
+                          "nothing is reweighted")
+        run.cache[self._by_uuid_key] = by_uuid
+
+    def prepare_step(self, plan, device) -> None:
+        """The bias tensor of each sample of this model call (None: unweighted), built outside the model."""
+        by_uuid = plan.run.cache.get(self._by_uuid_key, {})
+        tensors = plan.run.cache.setdefault(self._tensors_key, {})
+        batch = plan.latent_shape[0] if plan.latent_shape else 0
+        chunks = plan.uuids if plan.uuids and batch % len(plan.uuids) == 0 else ()
+        per_sample = []
+        for b, is_uncond in enumerate(plan.uncond_samples(batch)):
+            if chunks:
+                key = chunks[b * len(chunks) // batch]
+            elif not is_uncond and len(set(by_uuid.values())) == 1:
+                key = next(iter(by_uuid))      # a call that names no chunks: the one positive prompt
+            else:
+                key = None
+            bias = by_uuid.get(plan.run.cache.get(_private_of(key), key))
+            if bias is None:
+                per_sample.append(None)
+                continue
+            cached = tensors.get(key)
+            if cached is None or cached.device != device:
+                tensors[key] = cached = torch.tensor(bias, dtype=torch.float32, device=device)
+            per_sample.append(cached)
+        plan.scratch[self._tensors_key] = per_sample
+        if self.region is not None:
+            grid = token_grid(plan.latent_shape, self.patch)
+            plan.scratch[self._region_key] = None if grid is None else self._region_on(grid, plan.run, device)
+
+    def _region_on(self, grid: tuple, run, device) -> torch.Tensor:
+        """The mask as one weight per image token of this grid, made once per run and device."""
+        key = (self._region_key, grid, str(device))
+        cached = run.cache.get(key)
+        if cached is None:
+            cached = run.cache[key] = token_weights_of_mask(self.region, grid).to(device)
+        return cached
 
     def edit_attention(self, call) -> None:
         ctx = call.ctx
-        n = len(self.bias)
         batch, _, seq_q, _ = call.query_heads().shape
         device = call.q.device          # the query mask is built there: no host-to-device copy per call
         if call.kind == CROSS_TEXT:
             keys = call.key_heads().shape[2]
             key_slice, queries = slice(0, keys), torch.ones(seq_q, dtype=torch.bool, device=device)
+            image = slice(0, seq_q)
         elif call.kind == JOINT and ctx.text_len is not None:
             keys = ctx.text_len
             key_slice = ctx.adapter.text_span(ctx.block, ctx.text_len, seq_q)
             queries = torch.ones(seq_q, dtype=torch.bool, device=device)
             queries[key_slice] = False          # text queries keep their attention as it is
+            image = slice(key_slice.stop, seq_q) if key_slice.start == 0 else slice(0, key_slice.start)
         else:
             return
-        if keys != n:
-            ctx.plan.warn_once(f"{self.label}-rows-{keys}", (
-                f"{self.label}: {keys} text keys where the weights have {n} rows (a batch padded to a common "
-                "length?); left unweighted there"))
-            return
-        # Plain Python choices (which samples, skip or not): no data-dependent branch under torch.compile.
-        samples = [b for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)) if not is_uncond]
-        if not samples:
-            return
-        call.key_bias().add(key_slice, ctx.plan.run.cache[self._cache_key], samples, queries)
+        if self.region is not None:
+            queries = self._regional_queries(ctx, seq_q, image, device)
+            if queries is None:
+                return
+        # Plain Python choices (which samples get which bias): no data-dependent branch under torch.compile.
+        per_sample = ctx.plan.scratch.get(self._tensors_key) or []
+        groups = {}
+        for b, bias in enumerate(per_sample[:batch]):
+            if bias is not None:
+                groups.setdefault(id(bias), (bias, []))[1].append(b)
+        for bias, samples in groups.values():
+            if bias.shape[0] != keys:
+                ctx.plan.warn_once(f"{self.label}-rows-{keys}", (
+                    f"{self.label}: {keys} text keys where the weights have {bias.shape[0]} rows (a batch padded "
+                    "to a common length?); left unweighted there"))
+                continue
+            call.key_bias().add(key_slice, bias, samples, queries)
+
+    def _regional_queries(self, ctx, seq_q: int, image: slice, device):
+        """Per query: the mask's weight over its image token; 0 for text queries."""
+        region = ctx.plan.scratch.get(self._region_key)
+        count = image.stop - image.start
+        if region is None or region.shape[0] != count:
+            ctx.plan.warn_once(f"{self.label}-region-{count}", (
+                f"{self.label}: {count} image queries where the mask covers "
+                f"{None if region is None else region.shape[0]} tokens (reference latents, another layout?); "
+                "left unweighted there"))
+            return None
+        queries = torch.zeros(seq_q, dtype=torch.float32, device=device)
+        queries[image] = region
+        return queries
 
     @property
-    def _cache_key(self):
-        return (id(self), "bias")
+    def _region_key(self):
+        return (id(self), "region")
 
-    def prepare_step(self, plan, device) -> None:
-        cached = plan.run.cache.get(self._cache_key)
-        if cached is None or cached.device != device:
-            plan.run.cache[self._cache_key] = torch.tensor(self.bias, dtype=torch.float32, device=device)
+    @property
+    def _by_uuid_key(self):
+        return (id(self), "bias by cond")
+
+    @property
+    def _tensors_key(self):
+        return (id(self), "bias tensors")
+
+
+def _private_of(cond_uuid):
+    """Run-cache key: the cond that a private extra-pass uuid stands for (ImportanceGuidanceCFG._private)."""
+    return ("private pass of", cond_uuid)
 
 
 def importance_pass_name() -> str:
@@ -138,5 +257,6 @@ class ImportanceGuidanceCFG:
             own = run.cache.setdefault(key, uuid.uuid4()) if run is not None else uuid.uuid4()
             if run is not None:
                 run.roles[own] = POSITIVE
+                run.cache[_private_of(own)] = c.get("uuid")   # its weights are the cond's own (TokenBias)
             private.append({**c, "uuid": own})
         return private

@@ -88,6 +88,7 @@ class StepPlan:
     run: RunState
     inputs: object                   # adapter-specific ModelInputs (text rows, real-token mask, ...)
     chunk_roles: tuple = ()          # per batch chunk: POSITIVE, NEGATIVE or OTHER (see roles_of_chunks)
+    uuids: tuple = ()                # the cond each batch chunk is (ComfyUI's uuid per chunk)
     latent_shape: tuple = ()         # shape of the model input x: [B, C, H, W] or [B, C, T, H, W]
     scratch: dict = field(default_factory=dict)   # per-call facts found on the way (text length, ...)
 

@@ -121,6 +121,13 @@ class ResidualAlignment(_TextEdit):
     strength: float = 1.0
     k_mode: str = "auto"
     fixed_k: int = 8
+    # A negative prompt of the node's own, (context, {model input: tensor}), run as the uncond pass where
+    # the sampler runs none (CFG 1): one extra model pass per step.
+    negative: tuple = None
+
+    @property
+    def reference_prompt(self):
+        return self.negative
 
     def edit_tokens(self, view, ctx):
         tokens = view.tokens
@@ -164,6 +171,8 @@ class ResidualAlignment(_TextEdit):
             latest[ctx.block] = partner     # for a cond pass that runs in a batch of its own
             return partner
         if latest.get(ctx.block) is not None:
+            if self.negative is not None:
+                return latest[ctx.block]        # from the pass on the node's own negative prompt
             ctx.plan.warn_once(f"{self.label}-split", (
                 f"{self.label}: cond and uncond ran in separate batches; aligning to the uncond text of the "
                 "latest uncond pass at the same block (exact for Wan, one step old elsewhere)"))

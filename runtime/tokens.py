@@ -22,6 +22,7 @@ import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.prompt_syntax import char_weights, escaped, plain_text, rows_from_chars
 from ..core.importance import (
     BYTE_BPE, CLIP_BPE, EMBEDDING_LABEL, PAD_LABEL, SENTENCEPIECE, TokenWeights, align_table, combine,
     density_weights, find_phrase, load_table, parse_weight_spec, rank_log_prob,
@@ -285,6 +286,16 @@ def segment_log_probs(seg: Segment) -> list[float]:
     return out
 
 
+def layout_density(layout: ContextLayout, low: float, high: float) -> list[float]:
+    """The automatic semantic-density estimate per context row, range [low, high]; 1 off the prompt."""
+    density = [1.0] * layout.n_rows
+    for seg in layout.segments:
+        seg_weights = density_weights(seg.labels, segment_log_probs(seg), style=seg.style, real=seg.real,
+                                      low=low, high=high)
+        density[seg.offset:seg.offset + len(seg_weights)] = seg_weights
+    return density
+
+
 # ---------------------------------------------------------------- the node's one call
 
 def build_token_weights(clip, text: str, named_spec: str = "", use_density: bool = False, table=None,
@@ -307,13 +318,7 @@ def build_token_weights(clip, text: str, named_spec: str = "", use_density: bool
             raise _missing_phrase_error(phrase, layout)
         named.extend((rows, weight) for rows in occurrences)
 
-    density = None
-    if use_density:
-        density = [1.0] * layout.n_rows
-        for seg in layout.segments:
-            seg_weights = density_weights(seg.labels, segment_log_probs(seg), style=seg.style, real=seg.real,
-                                          low=low, high=high)
-            density[seg.offset:seg.offset + len(seg_weights)] = seg_weights
+    density = layout_density(layout, low, high) if use_density else None
 
     table_weights = None
     if table is not None:
@@ -323,3 +328,27 @@ def build_token_weights(clip, text: str, named_spec: str = "", use_density: bool
 
     weights = combine(real, density=density, named=named, table=table_weights)
     return TokenWeights(labels=labels, weights=weights, real=real, encoder=layout.encoder, prompt=text)
+
+
+# ---------------------------------------------------------------- TokenFocus Prompt
+
+def prompt_token_weights(clip, segments, prompt: str, use_density: bool = False, *, low: float = 0.5,
+                         high: float = 2.0) -> tuple[TokenWeights, str]:
+    """(weights per context row, the text to encode) for a prompt in ComfyUI's weight syntax.
+
+    segments: the (text, weight) pieces ComfyUI's parser makes of the prompt. The text to encode is the
+    prompt without its syntax (parentheses it wrote as \\( stay literal): CLIP Text Encode given that text
+    produces the same conditioning. Its tokens get the weights of the characters they spell, times the
+    density estimate if asked; padding and special rows keep 1.
+    """
+    plain = plain_text(segments)
+    text = escaped(plain)
+    layout = context_layout(clip, text)
+    chars = char_weights(segments)
+    inline = [1.0] * layout.n_rows
+    for seg in layout.segments:
+        seg_weights = rows_from_chars(seg.labels, seg.real, seg.style, plain, chars)
+        inline[seg.offset:seg.offset + len(seg_weights)] = seg_weights
+    density = layout_density(layout, low, high) if use_density else None
+    weights = combine(layout.real, density=density, table=inline)
+    return TokenWeights(labels=layout.labels, weights=weights, real=layout.real, encoder=layout.encoder, prompt=prompt), text

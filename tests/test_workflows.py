@@ -42,6 +42,13 @@ def test_there_is_a_workflow_for_every_family():
     assert ("wan_14b", True) in presets, "no Wan i2v 14B workflow with the official AlignVid preset"
 
 
+def test_every_tokenfocus_node_is_in_a_workflow():
+    sources = "".join(p.read_text(encoding="utf-8") for p in (wl.ROOT / "nodes").glob("*.py"))
+    node_ids = set(re.findall(r'node_id="(TokenFocus_\w+)"', sources))
+    used = {node["type"] for path in PATHS for node in wl.load(path)["nodes"]}
+    assert node_ids and node_ids <= used, f"in no bundled workflow: {sorted(node_ids - used)}"
+
+
 def test_ui_format(workflow):
     assert workflow.get("version") == 0.4 and isinstance(workflow.get("extra"), dict)
     ids = [n["id"] for n in workflow["nodes"]]
@@ -178,7 +185,13 @@ def _check_attention_temperature(workflow, node, values, family, file):
             assert wl.widget_values(sampler, wl.registry()["KSampler"])["cfg"] == 1.0, "the official AlignVid code samples with CFG 1.0"
 
 
-NODE_CHECKS = {"TokenFocus_AttentionTemperature": _check_attention_temperature}
+def _check_prompt(workflow, node, values, family, file):
+    from tokenfocus.core.prompt_syntax import prompt_syntax_error
+
+    assert prompt_syntax_error(values["text"]) is None, prompt_syntax_error(values["text"])
+
+
+NODE_CHECKS = {"TokenFocus_AttentionTemperature": _check_attention_temperature, "TokenFocus_Prompt": _check_prompt}
 
 
 def test_tokenfocus_values_are_in_range_and_fit_the_model(workflow, registry):

@@ -198,3 +198,65 @@ def test_guidance_threshold_out_of_range_is_an_error(tiny, nodes):
     model = tiny("sd3")
     with pytest.raises(ValueError, match="threshold"):
         nodes[1].execute(model.patcher, weights_for(model, nodes), scale=1.0, start_percent=0.0, end_percent=0.5, threshold=1.5)
+
+
+# ------------------------------------------------------------------------------ regional token weights
+
+
+def heads_view(t, heads):
+    return t if t.ndim == 4 else t.view(t.shape[0], t.shape[1], heads, -1).transpose(1, 2)
+
+
+def text_shares(q, k, heads, text_cols, image_queries):
+    """[queries]: the share of each image query's attention (mean over heads) on the weighted text keys,
+    from q and k as given (the folded ones carry the bias: softmax of q'k'/sqrt(d') is what the backend computes)."""
+    q4, k4 = heads_view(q, heads).double(), heads_view(k, heads).double()
+    probs = torch.softmax(q4 @ k4.transpose(-1, -2) / q4.shape[-1] ** 0.5, dim=-1)
+    return probs[:, :, image_queries][..., text_cols].sum(-1).mean(1)
+
+
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "hunyuan_video"])
+def test_regional_weights_act_inside_the_mask_only(tiny, nodes, family):
+    from tokenfocus.core.attention_stats import token_grid
+    from tokenfocus.runtime.inspector import patch_of
+
+    model = tiny(family)
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, :32] = 1.0                      # the left half of the picture
+    recorder = AttentionRecorder(model.double_blocks, model.single_blocks)
+    patched, report = reweight(nodes, model, weights_for(model, nodes), patcher=recorder.before(model.patcher), mask=mask)
+    assert "inside the mask" in report
+    out = sample_with(model, recorder.after(patched))
+    base = sample_with(model, model.patcher)
+    assert not torch.equal(out, base)
+
+    grid = token_grid(tuple(model.latent["samples"].shape), patch_of(model.patcher.get_model_object("diffusion_model")))
+    n_image = grid[0] * grid[1] * grid[2]
+    inside = torch.tensor([(i % grid[2]) < grid[2] // 2 for i in range(n_image)])
+    text_call = 1 if model.joint_order is None else 0
+    outer, inner = next((o, i) for o, i in recorder.pairs() if o.block == ("double_block", 0) and o.index == text_call)
+    heads = 2 if model.joint_order is None else q_heads(model)
+    if model.joint_order is None:
+        cols, queries = list(WEIGHTED_ROWS), slice(None)
+    elif model.joint_order == "txt_img":
+        cols, queries = list(WEIGHTED_ROWS), slice(model.text_len, None)
+    else:
+        cols, queries = [n_image + r for r in WEIGHTED_ROWS], slice(0, n_image)
+    assert inner.backend == outer.backend, "the same attention function, no slower kernel"
+    cond = 1 if heads_view(outer.q, heads).shape[0] == 2 else 0
+    reference = text_shares(outer.q, outer.k, heads, cols, queries)[cond]
+    weighted = text_shares(inner.q, inner.k, heads, cols, queries)[cond]
+    assert reference.shape[0] == n_image
+    assert bool((weighted[inside] > reference[inside] * 1.5).all()), "the weighted tokens' share rises inside the mask"
+    assert torch.allclose(weighted[~inside], reference[~inside], rtol=1e-4, atol=1e-6), "unchanged outside the mask"
+
+
+def test_an_empty_mask_is_neutral_and_a_video_mask_must_fit(tiny, nodes):
+    model = tiny("wan21_t2v")
+    patched, report = reweight(nodes, model, weights_for(model, nodes), mask=torch.zeros(1, 16, 16))
+    assert "unchanged" in report and patched is model.patcher
+    patched, _ = reweight(nodes, model, weights_for(model, nodes), mask=torch.ones(3, 16, 16))   # 2 latent frames: 1, 2 or 5 fit
+    with pytest.raises(ValueError, match="the mask has 3 frames"):
+        sample_with(model, patched)
+    with pytest.raises(ValueError, match="one frame"):
+        reweight(nodes, tiny("sd3"), weights_for(tiny("sd3"), nodes), mask=torch.ones(2, 16, 16))

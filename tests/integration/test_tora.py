@@ -235,3 +235,34 @@ def test_auto_k_spaces_exactly_the_rank_of_a_low_rank_prompt(tiny, nodes, family
             assert s_before[r] < 1e-3 * s_before[0], "the test's prompt must reach the block at rank r"
             assert torch.allclose(s_after[:r], SIGMA * s_before[:r], rtol=1e-3), (r, s_after[:r] / s_before[:r])
             assert torch.allclose(s_after[r:], s_before[r:], atol=1e-3 * float(s_before[0]))
+
+
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "hunyuan_video"])
+def test_alignment_at_cfg_1_aligns_to_the_negative_input(tiny, nodes, family):
+    model = tiny(family)
+    base = sample_with(model, model.patcher, cfg=1.0)
+    recorder = BlockInputRecorder([("double_block", 0)])
+    patched, report = alignment(nodes, recorder.before(model.patcher), negative=model.negative)
+    assert "once more per step" in report
+    out = sample_with(model, recorder.after(patched), cfg=1.0)
+    assert not torch.equal(out, base)
+    pairs = recorder.pairs()
+    reference = [p for p in pairs if p[2] == (1,)]
+    cond = [p for p in pairs if p[2] == (0,)]
+    assert len(reference) == len(cond) == STEPS, "one extra pass per step, on the negative prompt"
+    for _, _, _, before, after in reference:
+        assert torch.equal(before, after), "the negative prompt is the reference, never rotated"
+    _, _, _, before, after = cond[0]
+    x, y = text_rows(model, ("double_block", 0), before, None)[0], text_rows(model, ("double_block", 0), after, None)[0]
+    if family.startswith("wan"):
+        x, y = x[:model.real_tokens], y[:model.real_tokens]
+    assert not torch.equal(x, y)
+    assert torch.allclose((x - x.mean(0)).norm(dim=-1), (y - y.mean(0)).norm(dim=-1), rtol=1e-4, atol=1e-5)
+    if family == "wan21_t2v":
+        # Wan's text is the same at every step whatever the cfg: the rotation equals the one a CFG > 1 run makes.
+        recorder = BlockInputRecorder([("double_block", 0)])
+        patched, _ = alignment(nodes, recorder.before(model.patcher))
+        sample_with(model, recorder.after(patched), cfg=4.0)
+        block, _, chunks, _, after_cfg = recorder.pairs()[0]
+        cond_sample = [c for c in chunks].index(0)
+        assert torch.allclose(after_cfg[cond_sample][:model.real_tokens], y, atol=1e-5)

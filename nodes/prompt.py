@@ -1,0 +1,69 @@
+"""TokenFocus Prompt: one text box with inline weights, as in CLIP Text Encode, that go to the attention."""
+from __future__ import annotations
+
+from comfy_api.latest import io
+
+from ..core.prompt_syntax import check_prompt_syntax, prompt_syntax_error
+from .common import CATEGORY
+from .dare import DARE, TokenWeightsType
+
+
+def parse_weights(text: str) -> list[tuple[str, float]]:
+    """(text, weight) segments of the prompt, by ComfyUI's own parser (the one CLIP Text Encode uses)."""
+    from comfy.sd1_clip import escape_important, token_weights, unescape_important
+
+    return [(unescape_important(part), weight) for part, weight in token_weights(escape_important(text), 1.0)]
+
+
+class TokenFocusPromptNode(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="TokenFocus_Prompt",
+            display_name="TokenFocus Prompt",
+            category=CATEGORY,
+            description=(
+                "Encodes a prompt with inline weights, 'a (red:1.5) kite over (snowy mountains:1.3)', in CLIP Text "
+                "Encode's own syntax ('(word)' = 1.1, '\\(' for a literal parenthesis). The CONDITIONING is exactly "
+                "what CLIP Text Encode gives for the text without the weights; the weights go to the attention "
+                "instead of the embedding, through Token Reweighting and Importance Guidance, which read them "
+                "from the conditioning (leave their token_weights unconnected). Below 1 a word gets less "
+                "attention, 0 none. " + DARE
+            ),
+            inputs=[
+                io.Clip.Input("clip", tooltip="The CLIP / text encoder of the model, as for CLIP Text Encode."),
+                io.String.Input(
+                    "text", multiline=True, dynamic_prompts=True, default="",
+                    tooltip="The prompt; '(word:1.5)' weights a word's attention, '(word)' = 1.1, '(word:0)' removes "
+                    "it; write \\( and \\) for literal parentheses.",
+                ),
+                io.Boolean.Input(
+                    "density", default=False,
+                    tooltip="Multiply in the automatic semantic-density estimate (function words and punctuation "
+                    "low, rare content words high), as in Token Importance.",
+                ),
+            ],
+            outputs=[
+                io.Conditioning.Output(display_name="CONDITIONING", tooltip="The prompt, encoded as CLIP Text Encode does; the weights ride along."),
+                TokenWeightsType.Output(display_name="token_weights", tooltip="The same weights, for nodes that take them as an input."),
+                io.String.Output(display_name="tokens", tooltip="The prompt's tokens and their weights."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, text=None, **kwargs):
+        problem = prompt_syntax_error(text) if isinstance(text, str) else None
+        return f"TokenFocus Prompt: {problem}" if problem else True
+
+    @classmethod
+    def execute(cls, clip, text, density=False) -> io.NodeOutput:
+        from ..runtime.prompt_weights import attach
+        from ..runtime.tokens import prompt_token_weights
+
+        if clip is None:
+            raise ValueError("TokenFocus Prompt needs a CLIP: the checkpoint or loader gave none.")
+        check_prompt_syntax(text)
+        weights, plain = prompt_token_weights(clip, parse_weights(text), text, use_density=bool(density))
+        # What CLIP Text Encode does with the plain text: the same tokens, the same conditioning.
+        conditioning, attached = attach(clip.encode_from_tokens_scheduled(clip.tokenize(plain)), weights)
+        return io.NodeOutput(conditioning, attached[0], attached[0].describe())
