@@ -14,11 +14,10 @@ DARE = (
     "DARE-inspired, inference-only: DARE ('Not all tokens contribute equally to diffusion learning') is a "
     "training-time method whose formulas are not public; this is our inference-time adaptation of its ideas."
 )
-ENCODER_FOR_MODEL = {"Wan": "umt5xxl", "SD3 (MMDiT)": "sd3", "Flux": "t5xxl", "HunyuanVideo": "llama"}
 
 
 def check_weights_fit(weights: TokenWeights, target: Target) -> None:
-    expected = ENCODER_FOR_MODEL[target.adapter.name]
+    expected = target.adapter.encoder
     if weights.encoder != expected:
         raise ValueError(
             f"These token weights come from a '{weights.encoder}' text encoder, but {target.adapter.name} is "

@@ -27,11 +27,12 @@ from ..core.importance import (
     density_weights, find_phrase, load_table, log_rank_rarity, parse_weight_spec,
 )
 
+# Layouts by text encoder; which model families each conditions is said by the family modules (families/).
 ENCODERS = {
-    "umt5xxl": "Wan 2.1/2.2 (umT5-XXL)",
-    "t5xxl": "Flux (T5-XXL)",
-    "sd3": "SD3/SD3.5 (CLIP-L/G + T5-XXL)",
-    "llama": "HunyuanVideo (LLaMA)",
+    "umt5xxl": "umT5-XXL",
+    "t5xxl": "T5-XXL (CLIP-L gives only the pooled vector)",
+    "sd3": "CLIP-L/G + T5-XXL",
+    "llama": "LLaMA chat template",
 }
 
 # The token streams clip.tokenize returns identify the layout (HiDream's {g, l, t5xxl, llama} does not match).
@@ -90,7 +91,9 @@ def context_layout(clip, text: str) -> ContextLayout:
     streams = clip.tokenize(text, return_word_ids=True)
     encoder = _LAYOUT_BY_STREAMS.get(frozenset(streams))
     if encoder is None:
-        supported = "; ".join(f"{name}: {what}" for name, what in ENCODERS.items())
+        from ..families import families_for_encoder
+
+        supported = "; ".join(f"{name} ({what}): {', '.join(families_for_encoder(name))}" for name, what in ENCODERS.items())
         raise ValueError(
             f"Token Importance does not know how this CLIP lays out its tokens (streams {sorted(streams)}). "
             f"Supported text encoders: {supported}"

@@ -14,8 +14,8 @@ WEIGHTED_ROWS = (1, 3)      # two prompt tokens made important
 
 @pytest.fixture(scope="module")
 def nodes(comfy):
-    from tokenfocus.nodes.dare import ENCODER_FOR_MODEL, ImportanceGuidanceNode, TokenReweightNode
-    return TokenReweightNode, ImportanceGuidanceNode, ENCODER_FOR_MODEL
+    from tokenfocus.nodes.dare import ImportanceGuidanceNode, TokenReweightNode
+    return TokenReweightNode, ImportanceGuidanceNode
 
 
 def weights_for(model, nodes, weight=3.0, rows=None):
@@ -25,7 +25,7 @@ def weights_for(model, nodes, weight=3.0, rows=None):
     n = model.text_len if rows is None else rows
     values = [weight if i in WEIGHTED_ROWS else 1.0 for i in range(n)]
     return TokenWeights(labels=tuple(f"t{i}" for i in range(n)), weights=tuple(values), real=tuple(i < model.real_tokens for i in range(n)),
-                        encoder=nodes[2][detect(model.patcher).name], prompt="a test prompt")
+                        encoder=detect(model.patcher).encoder, prompt="a test prompt")
 
 
 def reweight(nodes, model, weights, patcher=None, **kw):

@@ -187,7 +187,6 @@ def test_bad_k_mode_is_an_error(tiny, nodes):
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_token_weights_keep_the_positive_padding_untouched(tiny, nodes, family):
     from tokenfocus.core.importance import TokenWeights
-    from tokenfocus.nodes.dare import ENCODER_FOR_MODEL
     from tokenfocus.runtime.adapters import detect
 
     model = tiny(family)
@@ -195,7 +194,7 @@ def test_token_weights_keep_the_positive_padding_untouched(tiny, nodes, family):
     for segment in model.context_layout:
         real[segment.start:segment.start + segment.real] = [True] * segment.real
     weights = TokenWeights(labels=tuple("t" for _ in real), weights=tuple(1.0 for _ in real), real=tuple(real),
-                           encoder=ENCODER_FOR_MODEL[detect(model.patcher).name], prompt="p")
+                           encoder=detect(model.patcher).encoder, prompt="p")
     recorder = BlockInputRecorder([("double_block", 0)])
     patched, report = spacing(nodes, recorder.before(model.patcher), token_weights=weights)
     assert "from token_weights" in report

@@ -184,11 +184,11 @@ def _wan(family, class_name, unet_config, channels, seed, i2v=False):
     )
 
 
-def _wan_config(model_type, in_dim, out_dim):
+def _wan_config(model_type, in_dim, out_dim, layers=3):
     # Keys as comfy/model_detection.py detects them for Wan; text_dim is a WanModel parameter.
     return {
         "image_model": "wan2.1", "model_type": model_type, "dim": 64, "ffn_dim": 128, "num_heads": 2,
-        "num_layers": 3, "in_dim": in_dim, "out_dim": out_dim, "text_dim": TEXT_DIM,
+        "num_layers": layers, "in_dim": in_dim, "out_dim": out_dim, "text_dim": TEXT_DIM,
         "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
         "cross_attn_norm": True, "eps": 1e-6,
     }
@@ -201,6 +201,21 @@ def wan21_t2v(seed=0):
 def wan21_i2v(seed=0):
     # in_dim 36 = 16 noise + 4 mask + 16 image latent channels (model_base.WAN21.concat_cond)
     return _wan("wan21_i2v", "WAN21_I2V", _wan_config("i2v", 36, 16), 16, seed, i2v=True)
+
+
+def wan21_i2v_40(seed=0):
+    # The depth of Wan2.1-I2V-14B (40 blocks), where AlignVid's published block list was calibrated.
+    return _wan("wan21_i2v_40", "WAN21_I2V", _wan_config("i2v", 36, 16, layers=40), 16, seed, i2v=True)
+
+
+def wan_t2v_40(seed=0):
+    # 40 blocks, text cross-attention only: Wan 2.1 t2v 14B, or one expert of Wan 2.2 t2v A14B.
+    return _wan("wan_t2v_40", "WAN21_T2V", _wan_config("t2v", 16, 16, layers=40), 16, seed)
+
+
+def wan22_i2v_a14b_expert(seed=0):
+    # One expert of Wan 2.2 i2v A14B: 40 blocks, the image comes in as 20 extra latent channels, no CLIP branch.
+    return _wan("wan22_i2v_a14b_expert", "WAN21_T2V", _wan_config("t2v", 36, 16, layers=40), 16, seed)
 
 
 def wan22_ti2v_5b(seed=0):
@@ -296,7 +311,8 @@ def flux(seed=0):
     return _double_single("flux", "Flux", "flux", 3.5, seed, video=False)
 
 
-FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux)}
+FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
+                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert)}
 
 
 def build(family, seed=0):
