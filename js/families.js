@@ -9,4 +9,5 @@ export const FAMILIES = [
   {"key": "sd3_medium", "label": "SD3 / SD3.5 medium", "name": "SD3 (MMDiT)", "double": 24, "single": 0, "files": [["sd3.5_medium"], ["sd3_medium"]]},
   {"key": "flux", "label": "Flux.1", "name": "Flux", "double": 19, "single": 38, "files": [["flux1-"], ["flux1_"]]},
   {"key": "hunyuan_video", "label": "HunyuanVideo", "name": "HunyuanVideo", "double": 20, "single": 40, "files": [["hunyuan_video_t2v"], ["hunyuan_video_i2v"], ["hunyuan_video_image_to_video"]]},
+  {"key": "qwen_image", "label": "Qwen-Image / Edit", "name": "Qwen-Image", "double": 60, "single": 0, "files": [["qwen_image"]]},
 ];

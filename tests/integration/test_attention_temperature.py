@@ -19,6 +19,7 @@ CASES = {
     "sd35_medium": ("0,2", {("double_block", 0), ("double_block", 2)}, {0}),        # joint, not the x self-attn
     "flux": ("1,s0", {("double_block", 1), ("single_block", 0)}, {0}),
     "hunyuan_video": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
+    "qwen_image": ("1", {("double_block", 1)}, {0}),                                # joint, [B, L, H*D]
 }
 
 

@@ -8,7 +8,7 @@ import tiny_models as tm
 from recorders import AttentionRecorder
 
 STEPS = 4
-FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image"]
 WEIGHTED_ROWS = (1, 3)      # two prompt tokens made important
 
 
@@ -73,7 +73,7 @@ def test_neutral_weights_are_bit_identical_and_real_ones_act(tiny, nodes, family
     assert torch.equal(sample_with(model, model.patcher), base)
 
 
-@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "qwen_image"])
 def test_share_of_the_weighted_tokens_rises_with_strength(tiny, nodes, family):
     model = tiny(family)
     shares = []

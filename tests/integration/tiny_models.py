@@ -311,8 +311,30 @@ def flux(seed=0):
     return _double_single("flux", "Flux", "flux", 3.5, seed, video=False)
 
 
+def qwen_image(seed=0):
+    # QwenImageTransformer2DModel: double-stream blocks over [txt; img]; ComfyUI crops the Qwen2.5-VL chat
+    # template to the prompt, so the text has no padding and cond and uncond differ in length.
+    unet_config = {
+        "image_model": "qwen_image", "in_channels": 64, "out_channels": 16, "num_layers": 2,
+        "attention_head_dim": 32, "num_attention_heads": 2, "joint_attention_dim": TEXT_DIM,
+        "axes_dims_rope": (8, 12, 12),
+    }
+    gen = _generator(seed + 1)
+    pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None))
+    neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None))
+    patcher, model_config = _build_patcher("QwenImage", unet_config, seed)
+    layout = (Segment("qwen25_7b", 0, PROMPT_TOKENS, PROMPT_TOKENS),)
+    return TinyModel(
+        # Qwen-Image's latent is Wan 2.1's format: [B, 16, 1 frame, H, W] (EmptySD3LatentImage gives it 4-D).
+        family="qwen_image", patcher=patcher, positive=pos, negative=neg, latent={"samples": torch.zeros(1, 16, 1, 16, 16)},
+        unet_config=unet_config, model_config=model_config, double_blocks=unet_config["num_layers"], single_blocks=0,
+        text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, joint_order="txt_img",
+    )
+
+
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
-                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert)}
+                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image)}
 
 
 def build(family, seed=0):
