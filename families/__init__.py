@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 
-from . import flux, hunyuan_video, qwen_image, refused, sd3, wan
+from . import chroma, flux, hunyuan_video, qwen_image, refused, sd3, wan
 from .base import Family, UnsupportedModelError
 
 # Order matters only where one class subclasses another: a subclass's family comes first.
-FAMILY_MODULES = (wan, sd3, flux, hunyuan_video, qwen_image, refused)
+FAMILY_MODULES = (wan, sd3, flux, chroma, hunyuan_video, qwen_image, refused)
 FAMILIES: tuple[Family, ...] = tuple(m.FAMILY for m in FAMILY_MODULES)
 
 
@@ -47,7 +47,7 @@ def preview_table() -> list[dict]:
 
 PREVIEW_MODULE_HEADER = (
     "// Generated from the family modules (families/*.py) by `python tests/generate_families_js.py`\n"
-    "// (tests/test_families.py checks it is current). Do not edit by hand.\n"
+    "// (tests/test_family_registry.py checks it is current). Do not edit by hand.\n"
     "// `name` is what the node's messages call the model; `files` lists substrings that must all occur in a\n"
     "// loader's file name (lowercased).\n"
 )

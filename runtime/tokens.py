@@ -11,6 +11,8 @@ Layouts (ComfyUI v0.3.64):
            vector (text_encoders/flux.py:12, 49-55).
   sd3      SD3/SD3.5: CLIP-L and CLIP-G rows side by side (77 per chunk, padded to 4096 wide), then the T5
            rows (padded to 77) (text_encoders/sd3_clip.py:35-37, 110-141). The prompt is in both segments.
+  t5       Chroma: the T5 stream alone, not padded (text_encoders/pixart_t5.py, min_length 1): prompt rows and
+           '</s>'.
   llama    HunyuanVideo: the prompt is formatted into a system template, and only the user part survives:
            from after '<|end_header_id|>' '\\n\\n' to the '<|eot_id|>' inclusive (hunyuan_video.py:98-131).
 """
@@ -33,6 +35,7 @@ ENCODERS = {
     "t5xxl": "T5-XXL (CLIP-L gives only the pooled vector)",
     "sd3": "CLIP-L/G + T5-XXL",
     "llama": "LLaMA chat template",
+    "t5": "T5-XXL alone, unpadded (PixArt-style tokenizer)",
 }
 
 # The token streams clip.tokenize returns identify the layout (HiDream's {g, l, t5xxl, llama} does not match).
@@ -41,6 +44,7 @@ _LAYOUT_BY_STREAMS = {
     frozenset({"l", "t5xxl"}): "t5xxl",
     frozenset({"g", "l", "t5xxl"}): "sd3",
     frozenset({"l", "llama"}): "llama",
+    frozenset({"t5xxl"}): "t5",
 }
 _SUB_TOKENIZER_ATTR = {"l": "clip_l", "g": "clip_g", "t5xxl": "t5xxl", "llama": "llama"}
 
@@ -102,6 +106,10 @@ def context_layout(clip, text: str) -> ContextLayout:
     if encoder == "umt5xxl":
         sub = getattr(tok, getattr(tok, "clip", "clip_umt5xxl"))  # SD1Tokenizer keeps it as 'clip_umt5xxl'
         seg = _segment("umt5xxl", 0, _stream_rows(streams["umt5xxl"], sub), SENTENCEPIECE, sub)
+        return ContextLayout(encoder, len(seg.ids), (seg,))
+    if encoder == "t5":
+        sub = getattr(tok, getattr(tok, "clip", "clip_t5xxl"))  # SD1Tokenizer keeps it as 'clip_t5xxl'
+        seg = _segment("t5xxl", 0, _stream_rows(streams["t5xxl"], sub), SENTENCEPIECE, sub)
         return ContextLayout(encoder, len(seg.ids), (seg,))
     if encoder == "t5xxl":
         seg = _segment("t5xxl", 0, _stream_rows(streams["t5xxl"], tok.t5xxl), SENTENCEPIECE, tok.t5xxl)

@@ -1,6 +1,6 @@
 """Write js/families.js, the preview's depth table, from the family modules: `python tests/generate_families_js.py`.
 
-tests/test_families.py fails while the checked-in file differs from what this writes.
+tests/test_family_registry.py fails while the checked-in file differs from what this writes.
 """
 import sys
 from pathlib import Path

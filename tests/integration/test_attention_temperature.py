@@ -20,6 +20,7 @@ CASES = {
     "flux": ("1,s0", {("double_block", 1), ("single_block", 0)}, {0}),
     "hunyuan_video": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
     "qwen_image": ("1", {("double_block", 1)}, {0}),                                # joint, [B, L, H*D]
+    "chroma": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
 }
 
 

@@ -9,7 +9,7 @@ import tiny_models as tm
 from recorders import BlockInputRecorder
 
 SIGMA, K, STEPS = 1.3, 2, 4
-FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma"]
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +125,7 @@ def test_wan_context_is_decomposed_once_per_run(tiny, nodes, monkeypatch):
     assert len(calls) == 2, "a new run starts with fresh caches"
 
 
-@pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image"])
+@pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma"])
 def test_alignment_rotates_the_residual_and_keeps_norms(tiny, nodes, family):
     model = tiny(family)
     recorder = BlockInputRecorder([("double_block", 0)])

@@ -333,8 +333,30 @@ def qwen_image(seed=0):
     )
 
 
+def chroma(seed=0):
+    # Chroma: Flux's double/single blocks with a modulation approximator instead of vec; its T5 text is not
+    # padded (PixArt-style tokenizer, min_length 1). Flux's encode_adm reads pooled_output, so conds carry one.
+    unet_config = {
+        "image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": TEXT_DIM,
+        "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2,
+        "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 64,
+        "hidden_dim": 32, "n_layers": 1,
+    }
+    gen = _generator(seed + 1)
+    pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
+    neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
+    patcher, model_config = _build_patcher("Chroma", unet_config, seed)
+    layout = (Segment("t5", 0, PROMPT_TOKENS, PROMPT_TOKENS),)
+    return TinyModel(
+        family="chroma", patcher=patcher, positive=pos, negative=neg, latent={"samples": torch.zeros(1, 16, 16, 16)},
+        unet_config=unet_config, model_config=model_config, double_blocks=2, single_blocks=2,
+        text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, joint_order="txt_img",
+    )
+
+
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
-                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image)}
+                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma)}
 
 
 def build(family, seed=0):

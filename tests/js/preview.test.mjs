@@ -8,7 +8,7 @@ import { FAMILIES as GENERATED } from "../../js/families.js";
 
 const family = (key) => FAMILIES.find((f) => f.key === key);
 
-// js/families.js is generated from the family modules (tests/test_families.py checks it is current).
+// js/families.js is generated from the family modules (tests/test_family_registry.py checks it is current).
 test("the preview's families are the generated table of the family modules", () => {
   assert.equal(FAMILIES, GENERATED);
   assert.ok(FAMILIES.length >= 6);
