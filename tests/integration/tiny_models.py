@@ -103,6 +103,7 @@ NEWER_REQUIRED_PARAMS = {
     ("comfy.ldm.flux.model", "FluxParams"): {"txt_ids_dims": []},
     ("comfy.ldm.hunyuan_video.model", "HunyuanVideoParams"): {
         "use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False},
+    ("comfy.ldm.chroma.model", "ChromaParams"): {"txt_ids_dims": [], "vec_in_dim": None},
 }
 
 
@@ -342,6 +343,7 @@ def chroma(seed=0):
         "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 64,
         "hidden_dim": 32, "n_layers": 1,
     }
+    unet_config = with_installed_params(unet_config, "comfy.ldm.chroma.model", "ChromaParams")
     gen = _generator(seed + 1)
     pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
     neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
