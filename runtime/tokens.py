@@ -11,8 +11,8 @@ Layouts (ComfyUI v0.3.64):
            vector (text_encoders/flux.py:12, 49-55).
   sd3      SD3/SD3.5: CLIP-L and CLIP-G rows side by side (77 per chunk, padded to 4096 wide), then the T5
            rows (padded to 77) (text_encoders/sd3_clip.py:35-37, 110-141). The prompt is in both segments.
-  t5       Chroma: the T5 stream alone, not padded (text_encoders/pixart_t5.py, min_length 1): prompt rows and
-           '</s>'.
+  t5       Chroma, LTX-Video: the T5 stream alone, prompt rows and '</s>', not padded (text_encoders/pixart_t5.py,
+           min_length 1) or padded to 128 rows (text_encoders/lt.py).
   llama    HunyuanVideo: the prompt is formatted into a system template, and only the user part survives:
            from after '<|end_header_id|>' '\\n\\n' to the '<|eot_id|>' inclusive (hunyuan_video.py:98-131).
 """
@@ -35,7 +35,7 @@ ENCODERS = {
     "t5xxl": "T5-XXL (CLIP-L gives only the pooled vector)",
     "sd3": "CLIP-L/G + T5-XXL",
     "llama": "LLaMA chat template",
-    "t5": "T5-XXL alone, unpadded (PixArt-style tokenizer)",
+    "t5": "T5-XXL alone (PixArt-style tokenizer: unpadded, or padded to 128 rows for LTX-Video)",
 }
 
 # The token streams clip.tokenize returns identify the layout (HiDream's {g, l, t5xxl, llama} does not match).
