@@ -1,39 +1,60 @@
-"""Settings published with AlignVid, as data. The nodes apply them; nothing here touches a model."""
+"""AlignVid's published settings that do not depend on the model, as data; nothing here touches a model.
+
+What the published code does on a given model (its factors and calibrated blocks) lives in that model's
+family module (families/, AlignVidSetting); the node combines the two.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The official AlignVid Wan2.1-14B i2v block schedule: 28 of its 40 blocks.
-WAN21_14B_BLOCKS = "0,2-7,10-20,25-32,37,38"
-# The FramePack-F1 single-block schedule from the paper (HunyuanVideo-shaped: 20 double, 40 single blocks).
-FRAMEPACK_F1_BLOCKS = "s0-7,s12-16,s18-20,s23,s25,s29,s32,s36-39"
-# The official code gates on timestep t > 900, i.e. sigma > 0.9.
-OFFICIAL_SIGMA_THRESHOLD = 0.9
 PAPER_GAMMA = 1.35
+# The official code gates on timestep t > 900, i.e. sigma > 0.9; its ablation windows split at t = 600.
+OFFICIAL_SIGMA_THRESHOLD = 0.9
+MID_LATE_SIGMA = 0.6
 
 CUSTOM = "custom"
-PAPER = "AlignVid paper"
-OFFICIAL_WAN_I2V = "AlignVid official Wan2.1 i2v code"
-PRESETS = (CUSTOM, PAPER, OFFICIAL_WAN_I2V)
+OFFICIAL = "AlignVid official code"
+WAN22_HIGH_NOISE = "AlignVid Wan 2.2: text branch, high-noise expert only"
+WINDOW_EARLY = "AlignVid window: early (sigma > 0.9)"
+WINDOW_MID = "AlignVid window: mid (0.6 < sigma <= 0.9)"
+WINDOW_LATE = "AlignVid window: late (sigma <= 0.6)"
+WINDOW_ALL = "AlignVid window: all steps"
+# Labels of earlier versions, still accepted (workflows store them) and mapped to what they now mean.
+LEGACY = {
+    "AlignVid paper": WINDOW_EARLY,
+    "AlignVid official Wan2.1 i2v code": OFFICIAL,
+}
+PRESETS = (CUSTOM, OFFICIAL, WAN22_HIGH_NOISE, WINDOW_EARLY, WINDOW_MID, WINDOW_LATE, WINDOW_ALL, *LEGACY)
 
 
 @dataclass(frozen=True)
-class CalibratedBlocks:
-    family: str
-    n_double: int
-    n_single: int
-    blocks: str
+class SigmaWindow:
+    """Active where above < sigma <= at_most (None = unbounded), as the official code's t thresholds."""
+
+    above: float | None = None
+    at_most: float | None = None
+
+    def describe(self) -> str:
+        if self.above is None and self.at_most is None:
+            return "every step"
+        parts = ([f"sigma > {self.above:g}"] if self.above is not None else []) + (
+            [f"sigma <= {self.at_most:g}"] if self.at_most is not None else [])
+        return " and ".join(parts)
 
 
-CALIBRATED_BLOCKS = (
-    CalibratedBlocks("Wan", 40, 0, WAN21_14B_BLOCKS),
-    CalibratedBlocks("HunyuanVideo", 20, 40, FRAMEPACK_F1_BLOCKS),
-)
+# The paper's step-schedule ablation, as its code defines the windows (timesteps 1000 -> 0).
+WINDOWS = {
+    WINDOW_EARLY: SigmaWindow(above=OFFICIAL_SIGMA_THRESHOLD),
+    WINDOW_MID: SigmaWindow(above=MID_LATE_SIGMA, at_most=OFFICIAL_SIGMA_THRESHOLD),
+    WINDOW_LATE: SigmaWindow(at_most=MID_LATE_SIGMA),
+    WINDOW_ALL: SigmaWindow(),
+}
 
 
-def calibrated_blocks(family: str, n_double: int, n_single: int) -> str | None:
-    """The paper's block list for a model of this family and depth, if the paper published one."""
-    for entry in CALIBRATED_BLOCKS:
-        if (entry.family, entry.n_double, entry.n_single) == (family, n_double, n_single):
-            return entry.blocks
-    return None
+def canonical(preset: str) -> str:
+    """The current name of a preset (earlier labels are mapped); ValueError for an unknown one."""
+    if preset in LEGACY:
+        return LEGACY[preset]
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {list(PRESETS)}, got {preset!r}")
+    return preset

@@ -65,3 +65,25 @@ def percent_for_sigma(sigma: float, percent_to_sigma: Callable[[float], float], 
         else:
             high = mid
     return round(high, 4)
+
+
+# A schedule's sigmas are float32 values of thresholds such as 0.9 (Wan at shift 3 reaches exactly
+# t = 900 at step 10 of 40): within this relative tolerance a sigma counts as equal to the threshold.
+THRESHOLD_TOLERANCE = 1e-6
+
+
+def sigma_window(above: float | None, at_most: float | None, percent_to_sigma: Callable[[float], float]) -> StepRange:
+    """The steps where above < sigma <= at_most (None = unbounded), as a code that gates on t thresholds does.
+
+    The percents are those of the model's schedule at the thresholds, for reports and previews.
+    """
+    top, bottom = float(percent_to_sigma(0.0)), float(percent_to_sigma(1.0))
+    sigma_start = top if at_most is None else min(top, at_most * (1 + THRESHOLD_TOLERANCE))
+    sigma_end = bottom if above is None else max(bottom, above * (1 + THRESHOLD_TOLERANCE))
+    start = 0.0 if at_most is None else percent_for_sigma(at_most, percent_to_sigma)
+    end = 1.0 if above is None else percent_for_sigma(above, percent_to_sigma)
+    if sigma_end >= sigma_start:
+        end = start
+    elif start == end:  # a window narrower than the percent rounding: still a window
+        end = min(1.0, start + 1e-4)
+    return StepRange(start_percent=start, end_percent=end, sigma_start=sigma_start, sigma_end=sigma_end)

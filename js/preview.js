@@ -5,20 +5,12 @@
 // The node itself checks the blocks against the model's real depth when it runs.
 
 import { BlockListError, DOUBLE, SINGLE, formatBlocks, parseBlockList, resolveBlocks } from "./blocklist.js";
+import { FAMILIES } from "./families.js";
 
-// Mirrors tests/model_families.json (checked by tests/js). `name` is what the Python adapters call the
-// model in their messages; `files` lists substrings that must all occur in a loader's file name.
-export const FAMILIES = [
-  { key: "wan_14b", label: "Wan 2.1/2.2 14B", name: "Wan", double: 40, single: 0, files: [["wan", "14b"]] },
-  { key: "wan_small", label: "Wan 2.1 1.3B / 2.2 5B", name: "Wan", double: 30, single: 0, files: [["wan", "1.3b"], ["wan", "5b"]] },
-  {
-    key: "hunyuan_video", label: "HunyuanVideo", name: "HunyuanVideo", double: 20, single: 40,
-    files: [["hunyuan_video_t2v"], ["hunyuan_video_i2v"], ["hunyuan_video_image_to_video"]],
-  },
-  { key: "sd35_large", label: "SD3.5 large", name: "SD3 (MMDiT)", double: 38, single: 0, files: [["sd3.5_large"]] },
-  { key: "sd3_medium", label: "SD3 / SD3.5 medium", name: "SD3 (MMDiT)", double: 24, single: 0, files: [["sd3.5_medium"], ["sd3_medium"]] },
-  { key: "flux", label: "Flux.1", name: "Flux", double: 19, single: 38, files: [["flux1-"], ["flux1_"]] },
-];
+// The depth table comes from the family modules (families/*.py) through the generated js/families.js.
+// `name` is what the Python side calls the model in its messages; `files` lists substrings that must all
+// occur in a loader's file name.
+export { FAMILIES };
 
 /** The family whose file patterns match a model file name, or null. */
 export function guessFamily(fileName) {

@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..core import presets
 from ..core.blocklist import BlockListError
-from ..core.schedule import percent_for_sigma
+from ..core.schedule import sigma_window
 from ..core.temperature import SCALE_ON, qk_factors
 from ..runtime.interventions import (
     ATTENTION_KIND_NAMES,
@@ -59,10 +59,14 @@ class AttentionTemperatureNode(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "preset", options=list(presets.PRESETS), default=presets.CUSTOM,
-                    tooltip="custom = the widgets above. 'AlignVid paper': gamma 1.35 on Q, first 30% of the steps, "
-                    "the paper's blocks where published. 'AlignVid official Wan2.1 i2v code': gamma on Q for the image "
-                    "branch, gamma on Q and K (gamma squared) for the text branch, its 28-block list, sigma > 0.9; "
-                    "that code also runs with CFG 1.0. A preset overrides the widgets it sets; the report says which.",
+                    tooltip="custom = the widgets above. 'AlignVid official code': what the authors' published code "
+                    "does on this model (Wan2.1 i2v 14B: the paper's main setting, gamma on Q for the image branch and "
+                    "on Q and K (gamma squared) for the text branch, its 28 calibrated blocks, sigma > 0.9, CFG 1.0; "
+                    "40-block text-to-video Wan: text keys x gamma; HunyuanVideo: FramePack's mode, K on all tokens "
+                    "in the single-stream blocks). 'Wan 2.2 high-noise expert only': text keys x gamma while the "
+                    "high-noise expert runs. 'AlignVid window': only the steps of the paper's early / mid / late / "
+                    "all windows, as sigma thresholds; the other widgets stay yours. A preset overrides the widgets it "
+                    "sets; the report says which.",
                 ),
             ],
             outputs=[io.Model.Output(), report_output()],
@@ -72,18 +76,23 @@ class AttentionTemperatureNode(io.ComfyNode):
     def execute(cls, model, gamma, blocks, start_percent, end_percent, scale_on="query", self_attention=False,
                 text_cross_attention=True, image_cross_attention=True, joint_attention=True, adaptive=False,
                 preset=presets.CUSTOM) -> io.NodeOutput:
-        if preset not in presets.PRESETS:
-            raise ValueError(f"preset must be one of {presets.PRESETS}, got {preset!r}")
+        chosen = presets.canonical(preset)
         wanted = {SELF: self_attention, CROSS_TEXT: text_cross_attention, CROSS_IMAGE: image_cross_attention, JOINT: joint_attention}
-        overrides = []
+        overrides = [f"'{preset}' is now called '{chosen}'"] if chosen != preset else []
         target = Target(model, blocks, start_percent, end_percent)
-        if preset == presets.OFFICIAL_WAN_I2V:
-            target, factors, overrides = _official_wan_i2v(model, target, gamma)
+        if chosen == presets.OFFICIAL:
+            target, factors, more = _official(model, target, gamma)
+            overrides += more
+        elif chosen == presets.WAN22_HIGH_NOISE:
+            target, factors, more = _wan22_high_noise(model, target, gamma)
+            overrides += more
         else:
-            if preset == presets.PAPER:
-                target, gamma, scale_on, overrides = _paper(model, target, blocks, gamma, scale_on)
+            if chosen in presets.WINDOWS:
+                window = presets.WINDOWS[chosen]
+                target.steps = sigma_window(window.above, window.at_most, target.percent_to_sigma)
+                overrides.append(f"steps: the paper's {chosen.split(': ')[1].split(' (')[0]} window, {window.describe()}")
             factors = {kind: qk_factors(gamma, scale_on) for kind, on in wanted.items() if on}
-        factors = _keep_kinds_the_model_has(factors, target, wanted)
+            factors = _keep_kinds_the_model_has(factors, target, wanted)
 
         intervention = AttentionTemperature(
             label="Attention Temperature", blocks=target.blocks, steps=target.steps, factors=factors, adaptive=adaptive
@@ -93,7 +102,7 @@ class AttentionTemperatureNode(io.ComfyNode):
         if adaptive:
             lines.append("adaptive (energy-based, our formula): the factor grows where attention is diffuse.")
         if overrides:
-            lines.append(f"preset '{preset}' set: " + "; ".join(overrides))
+            lines.append(f"preset '{chosen}' set: " + "; ".join(overrides))
         return finish(target, intervention, temperature_is_neutral(factors), "\n".join(lines))
 
 
@@ -108,27 +117,50 @@ def _keep_kinds_the_model_has(factors: dict, target: Target, wanted: dict) -> di
     return present
 
 
-def _paper(model, target: Target, blocks_text: str, gamma: float, scale_on: str):
-    overrides = [f"gamma {presets.PAPER_GAMMA} on the queries", "steps 0-0.3"]
-    calibrated = presets.calibrated_blocks(target.adapter.name, target.adapter.n_double, target.adapter.n_single)
-    blocks = calibrated or blocks_text
-    overrides.append(f"the paper's calibrated blocks {calibrated}" if calibrated else "no calibrated block list for this model: your blocks are kept")
-    return Target(model, blocks, 0.0, 0.3), presets.PAPER_GAMMA, "query", overrides
-
-
-def _official_wan_i2v(model, target: Target, gamma: float):
-    adapter = target.adapter
-    if adapter.name != "Wan" or adapter.n_double != 40:
+def _official(model, target: Target, gamma: float):
+    """The published code's own setting for this model (its family module says what that is)."""
+    profile = target.adapter.profile
+    setting = profile.alignvid
+    if setting is None:
         raise BlockListError(
-            f"The official Wan2.1 i2v preset is defined for the 40-block Wan2.1 14B; this model is {adapter.name} "
-            f"with {adapter.n_double} blocks. Use 'custom' or 'AlignVid paper'."
-        )
-    end = percent_for_sigma(presets.OFFICIAL_SIGMA_THRESHOLD, target.percent_to_sigma)
-    official = Target(model, presets.WAN21_14B_BLOCKS, 0.0, end)
-    factors = {CROSS_IMAGE: (gamma, 1.0), CROSS_TEXT: (gamma, gamma)}
-    overrides = [
-        f"image cross-attention Q x{gamma:g}", f"text cross-attention Q and K x{gamma:g} (x{gamma * gamma:.4g} in the logits)",
-        f"blocks {presets.WAN21_14B_BLOCKS}", f"sigma > {presets.OFFICIAL_SIGMA_THRESHOLD} (steps 0-{end:g})",
-        "self-attention off; the official code also sets CFG to 1.0 (set it on your sampler)",
-    ]
+            f"No published AlignVid setting for this model: {profile.alignvid_missing}. Use 'custom' or one of the "
+            "'AlignVid window' presets.")
+    official = Target(model, setting.blocks, 0.0, 1.0)
+    official.steps = sigma_window(presets.OFFICIAL_SIGMA_THRESHOLD, None, target.percent_to_sigma)
+    factors = {kind: (gamma ** q_power, gamma ** k_power) for kind, q_power, k_power in setting.factors}
+    overrides = [setting.source, f"blocks {setting.blocks}: {setting.blocks_note}",
+                 f"sigma > {presets.OFFICIAL_SIGMA_THRESHOLD:g} (steps 0-{official.steps.end_percent:g})"]
+    overrides += [_factor_words(kind, q, k) for kind, (q, k) in sorted(factors.items())]
+    if CROSS_IMAGE not in factors and CROSS_TEXT in factors:
+        overrides.append("no image branch on this model")
+    if setting.cfg is not None:
+        overrides.append(f"that code samples with CFG {setting.cfg:g}" + (f" and {setting.sampler}" if setting.sampler else "")
+                         + " (set it on your sampler)")
+    if profile.expert_boundary is not None:
+        overrides.append(f"on Wan 2.2 A14B these steps are the high-noise expert's (it hands over at sigma "
+                         f"{profile.expert_boundary:g}): the low-noise expert is left as it is")
+    overrides += list(setting.notes)
     return official, factors, overrides
+
+
+def _wan22_high_noise(model, target: Target, gamma: float):
+    profile = target.adapter.profile
+    if profile.expert_boundary is None:
+        raise BlockListError(
+            f"'{presets.WAN22_HIGH_NOISE}' is for Wan 2.2 A14B (40 blocks, text cross-attention only); this model is "
+            f"{profile.variant} with {target.adapter.n_double} blocks.")
+    acting = Target(model, "all", 0.0, 1.0)
+    acting.steps = sigma_window(profile.expert_boundary, None, target.percent_to_sigma)
+    factors = {CROSS_TEXT: (1.0, gamma)}
+    overrides = [
+        "the official code's text-to-video path: text keys x gamma, no image branch",
+        "all blocks: no calibration exists for Wan 2.2 (the published list was calibrated on Wan2.1-I2V-14B)",
+        f"sigma > {profile.expert_boundary:g}: the high-noise expert's steps only (steps 0-{acting.steps.end_percent:g}); "
+        "on the low-noise expert it acts on no step",
+    ]
+    return acting, factors, overrides
+
+
+def _factor_words(kind: str, q: float, k: float) -> str:
+    both = f" (x{q * k:.4g} in the logits)" if q != 1.0 and k != 1.0 else ""
+    return f"{ATTENTION_KIND_NAMES[kind]} Q x{q:g}, K x{k:g}{both}"

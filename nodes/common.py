@@ -5,7 +5,7 @@ from comfy_api.latest import io
 
 from ..core.blocklist import format_blocks, parse_block_list, resolve_blocks
 from ..core.schedule import step_range
-from ..runtime.adapters import detect
+from ..families import detect
 from ..runtime.install import add_intervention
 from ..runtime.state import log
 

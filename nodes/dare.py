@@ -18,11 +18,10 @@ DARE = (
     "DARE-inspired, inference-only: DARE ('Not all tokens contribute equally to diffusion learning') is a "
     "training-time method whose formulas are not public; this is our inference-time adaptation of its ideas."
 )
-ENCODER_FOR_MODEL = {"Wan": "umt5xxl", "SD3 (MMDiT)": "sd3", "Flux": "t5xxl", "HunyuanVideo": "llama"}
 
 
 def check_weights_fit(weights: TokenWeights, target: Target) -> None:
-    expected = ENCODER_FOR_MODEL[target.adapter.name]
+    expected = target.adapter.encoder
     if weights.encoder != expected:
         raise ValueError(
             f"These token weights come from a '{weights.encoder}' text encoder, but {target.adapter.name} is "
@@ -133,7 +132,7 @@ class TokenReweightNode(io.ComfyNode):
         target = Target(model, blocks, start_percent, end_percent)
         region, where = _region(mask, target)
         intervention = TokenBias(label="Token Reweighting", blocks=target.blocks, steps=target.steps,
-                                 weights=_fitting(token_weights, target), encoder=ENCODER_FOR_MODEL[target.adapter.name],
+                                 weights=_fitting(token_weights, target), encoder=target.adapter.encoder,
                                  strength=float(strength), region=region, patch=patch_of(model.get_model_object("diffusion_model")))
         neutral = strength == 0.0 or (token_weights is not None and not any(intervention.bias_for(token_weights)))
         neutral = neutral or (region is not None and not bool(region.any()))
@@ -199,7 +198,7 @@ class ImportanceGuidanceNode(io.ComfyNode):
         pass_name = importance_pass_name()
         intervention = TokenBias(
             label="Importance Guidance", blocks=target.blocks, steps=target.steps, extra_pass=pass_name,
-            weights=_fitting(token_weights, target), encoder=ENCODER_FOR_MODEL[target.adapter.name], suppress=True,
+            weights=_fitting(token_weights, target), encoder=target.adapter.encoder, suppress=True,
             threshold=float(threshold),
         )
         patched = add_intervention(model, target.adapter, intervention)

@@ -16,7 +16,7 @@ from ..core.blocklist import format_blocks
 from ..core.inspector_view import (
     DEFAULT_MAX_TOKENS, block_name, default_picks, display_label, gather, index_labels, parse_picks,
 )
-from ..runtime.inspector import AttentionInspect, InspectorRecorder, InspectorSetup, grid_layout, patch_of
+from ..runtime.inspector import AttentionInspect, InspectorRecorder, InspectorSetup, patch_of
 from ..runtime.install import add_intervention
 from ..runtime.state import log
 from .common import CATEGORY, Target, block_and_step_inputs, model_input
@@ -96,8 +96,8 @@ class AttentionInspectorNode(io.ComfyNode):
             check_weights_fit(token_weights, target)
         diffusion_model = model.get_model_object("diffusion_model")
         setup = InspectorSetup(
-            model_name=target.adapter.name, patch=patch_of(diffusion_model),
-            grid_layout=grid_layout(target.adapter.name, diffusion_model), queries=int(queries), heatmaps=bool(heatmaps),
+            model_name=target.adapter.name, patch=target.adapter.profile.patch or patch_of(diffusion_model),
+            grid_layout=target.adapter.profile.grid_layout, queries=int(queries), heatmaps=bool(heatmaps),
             negative=prompt == NEGATIVE,
             labels=token_weights.labels if token_weights is not None else None,
             real=token_weights.real if token_weights is not None else None,

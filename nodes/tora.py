@@ -12,14 +12,6 @@ RECONSTRUCTED = (
     "Reconstructed from the paper's description (TORA, 'Rare Text Semantics Were Always There in Your "
     "Diffusion Transformer', NeurIPS 2025; no code was published)."
 )
-PADDING_NOTE = {
-    "Wan": "real tokens: the non-zero rows of the T5 context (its padding is zeros and stays untouched)",
-    "HunyuanVideo": "real tokens: all text rows (ComfyUI crops HunyuanVideo's text to the prompt)",
-    "SD3 (MMDiT)": "real tokens: all text rows (ComfyUI gives SD3 no T5 mask, so pad-token rows count as text; "
-    "connect token_weights to exclude the positive prompt's padding)",
-    "Flux": "real tokens: all text rows (ComfyUI gives Flux no T5 mask, so pad-token rows count as text; "
-    "connect token_weights to exclude the positive prompt's padding)",
-}
 WEIGHTS_NOTE = "real tokens of the positive prompt: from token_weights ({n} of {rows} rows)"
 
 
@@ -33,7 +25,7 @@ def _token_weights_input():
 
 def _padding(target, token_weights):
     if token_weights is None:
-        return (), PADDING_NOTE[target.adapter.name]
+        return (), target.adapter.profile.padding_note
     check_weights_fit(token_weights, target)
     return tuple(token_weights.real), WEIGHTS_NOTE.format(n=sum(token_weights.real), rows=len(token_weights))
 K_TOOLTIP = (

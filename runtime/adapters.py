@@ -1,7 +1,8 @@
-"""One adapter per architecture: its depth, its attention calls, and where its text tokens are.
+"""Adapters by attention layout: a model's depth, its attention calls, and where its text tokens are.
 
-Adapters are frozen data (they live on the model clone and are deep-copied with it); the model classes are
-looked up only when a node runs, so this module imports no ComfyUI code at import time.
+An adapter is built by the model's family module (families/), which picks the layout class here and hands
+it the family's facts (ModelProfile). Adapters are frozen data (they live on the model clone and are
+deep-copied with it); this module imports no ComfyUI code and names no family.
 """
 from __future__ import annotations
 
@@ -12,11 +13,21 @@ import torch
 from ..core.blocklist import DOUBLE
 from .interventions import CROSS_IMAGE, CROSS_TEXT, JOINT, SELF
 
-SUPPORTED = "Wan 2.1/2.2 (t2v, i2v, ti2v 5B, VACE, camera), HunyuanVideo, SD3/SD3.5 (MMDiT) and Flux"
 
 
-class UnsupportedModelError(ValueError):
-    pass
+def detect(model_patcher) -> "Adapter":
+    """The adapter for a ModelPatcher's diffusion model (families.detect), kept here for existing imports."""
+    from ..families import detect as detect_family
+
+    return detect_family(model_patcher)
+
+
+def __getattr__(name):
+    if name == "UnsupportedModelError":  # moved to families.base
+        from ..families.base import UnsupportedModelError
+
+        return UnsupportedModelError
+    raise AttributeError(name)
 
 
 class ModelInputs:
@@ -72,6 +83,12 @@ class Adapter:
     n_double: int
     n_single: int = 0
     kinds: frozenset = frozenset()
+    profile: object = None      # families.base.ModelProfile: the family's facts about this model
+
+    @property
+    def encoder(self) -> str:
+        """Key of the text-encoder layout that conditions this model (runtime/tokens.py)."""
+        return self.profile.encoder
 
     def inspect_inputs(self, context: torch.Tensor | None, extra: dict) -> ModelInputs:
         rows = 0 if context is None else context.shape[1]
@@ -214,28 +231,27 @@ class FluxAdapter(_JointTextViews, Adapter):
         return slice(0, text_len) if self.text_first else slice(seq_len - text_len, seq_len)
 
 
-def detect(model_patcher) -> Adapter:
-    """The adapter for a ModelPatcher's diffusion model, or a clear error naming what is supported."""
-    import comfy.ldm.flux.model as flux
-    import comfy.ldm.hunyuan_video.model as hunyuan
-    import comfy.ldm.modules.diffusionmodules.mmdit as mmdit
-    import comfy.ldm.wan.model as wan
+@dataclass(frozen=True)
+class MaskedCrossAttentionAdapter(Adapter):
+    """Each block: self-attention, then cross-attention to a text context that is the same in every block and
+    step, whose padding the conditioning marks with an attention mask (1 = token, 0 = padding)."""
 
-    model = model_patcher.get_model_object("diffusion_model")
-    if isinstance(model, wan.WanModel):
-        if isinstance(model, getattr(wan, "WanModel_S2V", ())):
-            raise UnsupportedModelError(
-                "Wan 2.2 S2V is not supported: its blocks pass no transformer_options, so no attention hook "
-                f"can reach them. Supported: {SUPPORTED}."
-            )
-        i2v = isinstance(model.blocks[0].cross_attn, wan.WanI2VCrossAttention)
-        kinds = {SELF, CROSS_TEXT} | ({CROSS_IMAGE} if i2v else set())
-        return WanAdapter("Wan", len(model.blocks), 0, frozenset(kinds), i2v_cross_attention=i2v)
-    if isinstance(model, mmdit.MMDiT):
-        has_x_self = any(getattr(b.x_block, "x_block_self_attn", False) for b in model.joint_blocks)
-        return MMDiTAdapter("SD3 (MMDiT)", len(model.joint_blocks), 0, frozenset({JOINT} | ({SELF} if has_x_self else set())))
-    if isinstance(model, hunyuan.HunyuanVideo):
-        return FluxAdapter("HunyuanVideo", len(model.double_blocks), len(model.single_blocks), frozenset({JOINT}), text_first=False)
-    if isinstance(model, flux.Flux):
-        return FluxAdapter("Flux", len(model.double_blocks), len(model.single_blocks), frozenset({JOINT}), text_first=True)
-    raise UnsupportedModelError(f"TokenFocus does not support {type(model).__name__}. Supported: {SUPPORTED}.")
+    static_text = True
+
+    def inspect_inputs(self, context, extra):
+        mask = extra.get("attention_mask")
+        if context is None or mask is None or mask.ndim != 2 or mask.shape[-1] != context.shape[1]:
+            return ModelInputs(0 if context is None else context.shape[1])
+        return ModelInputs(context.shape[1], lambda: mask.to(context.device) > 0)
+
+    def classify(self, ctx, call_index, query_tokens):
+        return {0: SELF, 1: CROSS_TEXT}.get(call_index)
+
+    def text_view(self, block, args, ctx):
+        def put(new_text):
+            edited = dict(args)
+            edited["txt"] = new_text
+            return edited
+
+        inputs = ctx.plan.inputs
+        return TextView(args["txt"], lambda: inputs.real_mask, put)

@@ -28,22 +28,15 @@ import torch
 from ..core.attention_stats import (
     DEFAULT_BUDGET, CellGrid, attention_to_text, call_phase, pooled_grid, spread_sample, token_grid,
 )
+from ..families.base import GRID_AFTER_REFERENCE, GRID_LAST  # each family module names its grid layout
 from .interventions import CROSS_TEXT, JOINT, Intervention
 
 MAX_CELLS = 8192        # heatmap cells per frame grid (and so heatmap queries per recorded call)
 MAX_MAPPED_ROWS = 512   # text rows with a heatmap
 
-# Where the frame grid's tokens sit among the image tokens of an attention call (the model adds extra
-# image tokens for reference images in some variants):
-GRID_FIRST = "first"          # SD3; Flux (Kontext reference tokens come after the image); Wan (Phantom's
-                              # subject frames come after, along time)
-GRID_LAST = "last"            # HunyuanVideo (ref_latent tokens come first)
-GRID_AFTER_REFERENCE = "after_reference"   # Wan Fun models (ref_conv): one reference frame first
-
 
 def patch_of(diffusion_model) -> tuple:
-    """(pt, ph, pw) patch size of the model's patch embedding: Wan and HunyuanVideo (1, 2, 2), Flux and
-    SD3 2 × 2 (read from the model where it says, else those defaults by class)."""
+    """(pt, ph, pw) patch size of the model's patch embedding, read from the model where it says, else 2 × 2."""
     patch = getattr(diffusion_model, "patch_size", None)
     if patch is None and hasattr(diffusion_model, "x_embedder"):
         patch = getattr(diffusion_model.x_embedder, "patch_size", None)
@@ -53,14 +46,6 @@ def patch_of(diffusion_model) -> tuple:
         return (1, patch, patch)
     patch = tuple(int(p) for p in patch)
     return patch if len(patch) == 3 else (1,) + patch[-2:]
-
-
-def grid_layout(adapter_name: str, diffusion_model) -> str:
-    if adapter_name == "HunyuanVideo":
-        return GRID_LAST
-    if adapter_name == "Wan" and getattr(diffusion_model, "ref_conv", None) is not None:
-        return GRID_AFTER_REFERENCE
-    return GRID_FIRST
 
 
 def grid_offset(layout: str, image_tokens: int, grid: tuple) -> int | None:

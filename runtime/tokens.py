@@ -11,6 +11,8 @@ Layouts (ComfyUI v0.3.64):
            vector (text_encoders/flux.py:12, 49-55).
   sd3      SD3/SD3.5: CLIP-L and CLIP-G rows side by side (77 per chunk, padded to 4096 wide), then the T5
            rows (padded to 77) (text_encoders/sd3_clip.py:35-37, 110-141). The prompt is in both segments.
+  t5       Chroma, LTX-Video: the T5 stream alone, prompt rows and '</s>', not padded (text_encoders/pixart_t5.py,
+           min_length 1) or padded to 128 rows (text_encoders/lt.py).
   llama    HunyuanVideo: the prompt is formatted into a system template, and only the user part survives:
            from after '<|end_header_id|>' '\\n\\n' to the '<|eot_id|>' inclusive (hunyuan_video.py:98-131).
 """
@@ -28,11 +30,13 @@ from ..core.importance import (
     density_weights, find_phrase, load_table, parse_weight_spec, rank_log_prob,
 )
 
+# Layouts by text encoder; which model families each conditions is said by the family modules (families/).
 ENCODERS = {
-    "umt5xxl": "Wan 2.1/2.2 (umT5-XXL)",
-    "t5xxl": "Flux (T5-XXL)",
-    "sd3": "SD3/SD3.5 (CLIP-L/G + T5-XXL)",
-    "llama": "HunyuanVideo (LLaMA)",
+    "umt5xxl": "umT5-XXL",
+    "t5xxl": "T5-XXL (CLIP-L gives only the pooled vector)",
+    "sd3": "CLIP-L/G + T5-XXL",
+    "llama": "LLaMA chat template",
+    "t5": "T5-XXL alone (PixArt-style tokenizer: unpadded, or padded to 128 rows for LTX-Video)",
 }
 
 # The token streams clip.tokenize returns identify the layout (HiDream's {g, l, t5xxl, llama} does not match).
@@ -41,6 +45,7 @@ _LAYOUT_BY_STREAMS = {
     frozenset({"l", "t5xxl"}): "t5xxl",
     frozenset({"g", "l", "t5xxl"}): "sd3",
     frozenset({"l", "llama"}): "llama",
+    frozenset({"t5xxl"}): "t5",
 }
 _SUB_TOKENIZER_ATTR = {"l": "clip_l", "g": "clip_g", "t5xxl": "t5xxl", "llama": "llama"}
 
@@ -91,7 +96,9 @@ def context_layout(clip, text: str) -> ContextLayout:
     streams = clip.tokenize(text, return_word_ids=True)
     encoder = _LAYOUT_BY_STREAMS.get(frozenset(streams))
     if encoder is None:
-        supported = "; ".join(f"{name}: {what}" for name, what in ENCODERS.items())
+        from ..families import families_for_encoder
+
+        supported = "; ".join(f"{name} ({what}): {', '.join(families_for_encoder(name))}" for name, what in ENCODERS.items())
         raise ValueError(
             f"Token Importance does not know how this CLIP lays out its tokens (streams {sorted(streams)}). "
             f"Supported text encoders: {supported}"
@@ -100,6 +107,10 @@ def context_layout(clip, text: str) -> ContextLayout:
     if encoder == "umt5xxl":
         sub = getattr(tok, getattr(tok, "clip", "clip_umt5xxl"))  # SD1Tokenizer keeps it as 'clip_umt5xxl'
         seg = _segment("umt5xxl", 0, _stream_rows(streams["umt5xxl"], sub), SENTENCEPIECE, sub)
+        return ContextLayout(encoder, len(seg.ids), (seg,))
+    if encoder == "t5":
+        sub = getattr(tok, getattr(tok, "clip", "clip_t5xxl"))  # SD1Tokenizer keeps it as 'clip_t5xxl'
+        seg = _segment("t5xxl", 0, _stream_rows(streams["t5xxl"], sub), SENTENCEPIECE, sub)
         return ContextLayout(encoder, len(seg.ids), (seg,))
     if encoder == "t5xxl":
         seg = _segment("t5xxl", 0, _stream_rows(streams["t5xxl"], tok.t5xxl), SENTENCEPIECE, tok.t5xxl)

@@ -2,7 +2,7 @@
 
 Without ComfyUI: the JSON is a UI-format graph (what Workflow → Export writes), its links agree with the
 nodes' inputs and outputs, each model file has a download entry, a note explains the TokenFocus nodes, and
-every TokenFocus node drives a model of a known family (tests/model_families.json).
+every TokenFocus node drives a model of a known family (the family modules' preview table).
 With a real ComfyUI (COMFYUI_PATH, as for tests/integration): every node type is a TokenFocus or a core
 node, link types match the declared ones, required inputs are connected, widget values fit the declared
 widgets, and every TokenFocus node's values are in range and valid for the model it drives (block lists
@@ -20,7 +20,7 @@ PATHS = wl.workflow_paths()
 IDS = [p.stem for p in PATHS]
 # Every family the issue asks for, and the AlignVid official i2v setting.
 REQUIRED_FAMILIES = {"wan_small", "wan_14b", "hunyuan_video", "sd35_large", "flux"}
-OFFICIAL = "AlignVid official Wan2.1 i2v code"
+OFFICIAL = "AlignVid official code"
 
 
 @pytest.fixture(params=PATHS, ids=IDS)
@@ -179,10 +179,27 @@ def _check_attention_temperature(workflow, node, values, family, file):
     assert on and on <= _model_kinds(family, file), f"switched on {sorted(on)}, {file} has {sorted(_model_kinds(family, file))}"
     if values["preset"] == OFFICIAL:
         assert family["key"] == "wan_14b" and "i2v" in file, f"the official preset is for Wan2.1 i2v 14B, not {file}"
-        samplers = [n for n in wl.downstream(workflow, node, 0) if n["type"] == "KSampler"]
-        assert samplers, "the official preset's workflow samples with a KSampler"
-        for sampler in samplers:
-            assert wl.widget_values(sampler, wl.registry()["KSampler"])["cfg"] == 1.0, "the official AlignVid code samples with CFG 1.0"
+        _check_official_wan_i2v_sampling(workflow, node)
+
+
+def _check_official_wan_i2v_sampling(workflow, node):
+    """As the official code samples: CFG 1.0, 40 UniPC-bh2 steps at shift 3, so that t > 900 gates 10 of them.
+
+    A KSampler with uni_pc_bh2 computes 41 sigmas and drops the penultimate one: the model would see sigma 0.903 at
+    step 11, gating 11 steps (tests/integration/test_alignvid_presets.py measures both); SamplerCustom on a
+    40-step schedule evaluates the model at the official grid."""
+    registry = wl.registry()
+    samplers = [n for n in wl.downstream(workflow, node, 0) if n["type"] in ("KSampler", "SamplerCustom")]
+    assert samplers, "the official preset's workflow samples with a sampler"
+    for sampler in samplers:
+        assert sampler["type"] == "SamplerCustom", "a KSampler with uni_pc_bh2 gates 11 of 40 steps, the official code 10"
+        assert wl.widget_values(sampler, registry["SamplerCustom"])["cfg"] == 1.0, "the official AlignVid code samples with CFG 1.0"
+        chosen = wl.upstream(workflow, sampler, "sampler")
+        assert wl.widget_values(chosen, registry[chosen["type"]])["sampler_name"] == "uni_pc_bh2"
+        schedule = wl.widget_values(wl.upstream(workflow, sampler, "sigmas"), registry["BasicScheduler"])
+        assert (schedule["scheduler"], schedule["steps"], schedule["denoise"]) == ("simple", 40, 1.0)
+    shifts = [n for n in workflow["nodes"] if n["type"] == "ModelSamplingSD3"]
+    assert [wl.widget_values(n, registry["ModelSamplingSD3"])["shift"] for n in shifts] == [3]
 
 
 def _check_prompt(workflow, node, values, family, file):

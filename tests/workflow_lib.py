@@ -16,7 +16,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW_DIR = ROOT / "workflows"
 HELP_DIR = ROOT / "js" / "docs"
-FAMILIES = json.loads((ROOT / "tests" / "model_families.json").read_text(encoding="utf-8"))["families"]
+# The preview's depth table, from the family modules (the same table js/families.js is generated from).
+from tokenfocus.families import preview_table  # noqa: E402  (tests/conftest.py loads the pack as `tokenfocus`)
+
+FAMILIES = preview_table()
 # Nodes the frontend defines itself (no Python class): notes, reroutes, primitives.
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -44,7 +47,7 @@ def is_tokenfocus(node: dict) -> bool:
 
 
 def guess_family(file_name: str | None) -> dict | None:
-    """The family of tests/model_families.json a model file belongs to (the rule js/preview.js applies)."""
+    """The preview family a model file belongs to (the rule js/preview.js applies)."""
     name = (file_name or "").lower()
     for family in FAMILIES:
         if any(all(part in name for part in parts) for parts in family["files"]):

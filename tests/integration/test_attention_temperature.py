@@ -19,6 +19,9 @@ CASES = {
     "sd35_medium": ("0,2", {("double_block", 0), ("double_block", 2)}, {0}),        # joint, not the x self-attn
     "flux": ("1,s0", {("double_block", 1), ("single_block", 0)}, {0}),
     "hunyuan_video": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
+    "qwen_image": ("1", {("double_block", 1)}, {0}),                                # joint, [B, L, H*D]
+    "chroma": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
+    "ltxv": ("1", {("double_block", 1)}, {1}),                                      # text cross-attention
 }
 
 
@@ -154,13 +157,13 @@ def test_adaptive_mode_changes_the_output_and_is_neutral_at_gamma_one(tiny, node
     assert torch.equal(sample_with(model, neutral), base)
 
 
-def test_paper_preset_sets_gamma_and_early_steps(tiny, node):
+def test_the_former_paper_label_still_loads_and_means_the_early_window(tiny, node):
     model = tiny("flux")
     patched, report = run(node, model.patcher, preset="AlignVid paper", gamma=2.5, end_percent=1.0, blocks="0")
     iv = patched.model_options["transformer_options"]["tokenfocus"].interventions[0]
-    assert iv.factors["joint"] == (1.35, 1.0)
-    assert iv.steps.end_percent == 0.3
-    assert "preset" in report
+    assert iv.factors["joint"] == (2.5, 1.0), "a window preset keeps the user's gamma and switches"
+    assert iv.steps.contains(0.95) and not iv.steps.contains(0.9)
+    assert "is now called 'AlignVid window: early" in report
 
 
 @pytest.mark.parametrize("settings, message", [

@@ -14,16 +14,16 @@ FAMILIES = ["wan21_t2v", "wan21_i2v", "sd35_medium", "flux", "hunyuan_video"]
 @pytest.fixture(scope="module")
 def nodes(comfy):
     from tokenfocus.nodes.attention_temperature import AttentionTemperatureNode
-    from tokenfocus.nodes.dare import ENCODER_FOR_MODEL, ImportanceGuidanceNode, TokenReweightNode
+    from tokenfocus.nodes.dare import ImportanceGuidanceNode, TokenReweightNode
     from tokenfocus.nodes.tora import ResidualAlignmentNode, TokenSpacingNode
     return dict(temperature=AttentionTemperatureNode, spacing=TokenSpacingNode, alignment=ResidualAlignmentNode,
-                reweight=TokenReweightNode, guidance=ImportanceGuidanceNode, encoders=ENCODER_FOR_MODEL)
+                reweight=TokenReweightNode, guidance=ImportanceGuidanceNode)
 
 
 def every_step_nodes(nodes, model):
     """The nodes that act inside the model call, on at every step."""
     steps = dict(start_percent=0.0, end_percent=1.0)
-    weights = weights_for(model, (None, None, nodes["encoders"]))
+    weights = weights_for(model, None)
     p = nodes["temperature"].execute(model.patcher, gamma=1.35, blocks="all", **steps).args[0]
     p = nodes["spacing"].execute(p, sigma=1.3, k_mode="auto", fixed_k=2, blocks="all", **steps).args[0]
     p = nodes["alignment"].execute(p, strength=0.5, k_mode="auto", fixed_k=2, blocks="all", **steps).args[0]
@@ -32,7 +32,7 @@ def every_step_nodes(nodes, model):
 
 def all_nodes(nodes, model):
     """Every node on the model; Importance Guidance's range ends half-way, so the run switches programs."""
-    weights = weights_for(model, (None, None, nodes["encoders"]))
+    weights = weights_for(model, None)
     patched = every_step_nodes(nodes, model)
     return nodes["guidance"].execute(patched, weights, scale=1.0, start_percent=0.0, end_percent=0.5).args[0]
 

@@ -23,17 +23,17 @@ FOREIGN_OVERRIDES = {"kjnodes_style_sage": kjnodes_style_sage, "attention_backen
 @pytest.fixture(scope="module")
 def nodes(comfy):
     from tokenfocus.nodes.attention_temperature import AttentionTemperatureNode
-    from tokenfocus.nodes.dare import ENCODER_FOR_MODEL, ImportanceGuidanceNode, TokenReweightNode
+    from tokenfocus.nodes.dare import ImportanceGuidanceNode, TokenReweightNode
     from tokenfocus.nodes.inspector import AttentionInspectorNode
     from tokenfocus.nodes.tora import ResidualAlignmentNode
     return dict(temperature=AttentionTemperatureNode, reweight=TokenReweightNode, guidance=ImportanceGuidanceNode,
-                alignment=ResidualAlignmentNode, inspector=AttentionInspectorNode, encoders=ENCODER_FOR_MODEL)
+                alignment=ResidualAlignmentNode, inspector=AttentionInspectorNode)
 
 
 def weights(nodes, model, rows=(1, 3)):
     import test_dare
 
-    w = weights_for(model, (None, None, nodes["encoders"]))
+    w = weights_for(model, None)
     values = tuple(3.0 if i in rows else 1.0 for i in range(len(w.weights)))
     return dataclasses.replace(w, weights=values) if rows != test_dare.WEIGHTED_ROWS else w
 

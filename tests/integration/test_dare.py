@@ -8,14 +8,14 @@ import tiny_models as tm
 from recorders import AttentionRecorder
 
 STEPS = 4
-FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv"]
 WEIGHTED_ROWS = (1, 3)      # two prompt tokens made important
 
 
 @pytest.fixture(scope="module")
 def nodes(comfy):
-    from tokenfocus.nodes.dare import ENCODER_FOR_MODEL, ImportanceGuidanceNode, TokenReweightNode
-    return TokenReweightNode, ImportanceGuidanceNode, ENCODER_FOR_MODEL
+    from tokenfocus.nodes.dare import ImportanceGuidanceNode, TokenReweightNode
+    return TokenReweightNode, ImportanceGuidanceNode
 
 
 def weights_for(model, nodes, weight=3.0, rows=None):
@@ -25,7 +25,7 @@ def weights_for(model, nodes, weight=3.0, rows=None):
     n = model.text_len if rows is None else rows
     values = [weight if i in WEIGHTED_ROWS else 1.0 for i in range(n)]
     return TokenWeights(labels=tuple(f"t{i}" for i in range(n)), weights=tuple(values), real=tuple(i < model.real_tokens for i in range(n)),
-                        encoder=nodes[2][detect(model.patcher).name], prompt="a test prompt")
+                        encoder=detect(model.patcher).encoder, prompt="a test prompt")
 
 
 def reweight(nodes, model, weights, patcher=None, **kw):
@@ -73,7 +73,7 @@ def test_neutral_weights_are_bit_identical_and_real_ones_act(tiny, nodes, family
     assert torch.equal(sample_with(model, model.patcher), base)
 
 
-@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux"])
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "qwen_image"])
 def test_share_of_the_weighted_tokens_rises_with_strength(tiny, nodes, family):
     model = tiny(family)
     shares = []
@@ -176,7 +176,7 @@ def test_guidance_suppresses_only_the_top_of_the_weights_and_says_which(tiny, no
     values = spread + [1.0] * (model.text_len - len(spread))
     labels = tuple(f"t{i}" for i in range(model.text_len))
     weights = TokenWeights(labels=labels, weights=tuple(values), real=tuple(i < len(spread) for i in range(model.text_len)),
-                           encoder=nodes[2][detect(model.patcher).name], prompt="a test prompt")
+                           encoder=detect(model.patcher).encoder, prompt="a test prompt")
     recorder = AttentionRecorder(model.double_blocks)
     kw = {} if threshold is None else {"threshold": threshold}
     patched, report = nodes[1].execute(recorder.before(model.patcher), weights, scale=1.5, start_percent=0.0,

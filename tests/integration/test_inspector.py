@@ -11,18 +11,17 @@ import tiny_models as tm
 from recorders import AttentionRecorder
 
 STEPS = 3
-FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv"]
 WEIGHTED_ROWS = (1, 3)
 
 
 @pytest.fixture(scope="module")
 def nodes(comfy):
     from tokenfocus.nodes.attention_temperature import AttentionTemperatureNode
-    from tokenfocus.nodes.dare import ENCODER_FOR_MODEL, TokenReweightNode
+    from tokenfocus.nodes.dare import TokenReweightNode
     from tokenfocus.nodes.inspector import AttentionInspectorNode, AttentionInspectorViewNode
 
-    return SimpleNodes(AttentionInspectorNode, AttentionInspectorViewNode, TokenReweightNode, AttentionTemperatureNode,
-                       ENCODER_FOR_MODEL)
+    return SimpleNodes(AttentionInspectorNode, AttentionInspectorViewNode, TokenReweightNode, AttentionTemperatureNode)
 
 
 @dataclasses.dataclass
@@ -31,7 +30,6 @@ class SimpleNodes:
     view: type
     reweight: type
     temperature: type
-    encoders: dict
 
 
 def inspect(nodes, patcher, **kw):
@@ -53,7 +51,7 @@ def token_weights(model, nodes, weight=3.0, labels=None):
     values = [weight if i in WEIGHTED_ROWS else 1.0 for i in range(n)]
     labels = labels or tuple(f"▁t{i}" if i < model.real_tokens else "<pad>" for i in range(n))
     return TokenWeights(labels=labels, weights=tuple(values), real=tuple(i < model.real_tokens for i in range(n)),
-                        encoder=nodes.encoders[detect(model.patcher).name], prompt="a test prompt")
+                        encoder=detect(model.patcher).encoder, prompt="a test prompt")
 
 
 def text_call_index(model):

@@ -9,7 +9,7 @@ import tiny_models as tm
 from recorders import BlockInputRecorder
 
 SIGMA, K, STEPS = 1.3, 2, 4
-FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv"]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,8 @@ def test_spacing_keeps_the_mean_and_spreads_the_top_k_directions(tiny, nodes, fa
         text_before, text_after = text_rows(model, block, before, last_txt_rows), text_rows(model, block, after, last_txt_rows)
         for b in range(before.shape[0]):
             x, y = text_before[b], text_after[b]
-            if family.startswith("wan"):
-                # Wan's padding rows come from zero rows of the raw context: they must come back untouched.
+            if family.startswith("wan") or family == "ltxv":
+                # Padding the model marks (Wan: zero rows of the context; LTX-Video: its T5 mask) comes back untouched.
                 n_real = model.real_tokens if cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 0 else model.negative_real_tokens
                 assert torch.equal(x[n_real:], y[n_real:]), "padding rows changed"
                 x, y = x[:n_real], y[:n_real]
@@ -125,7 +125,7 @@ def test_wan_context_is_decomposed_once_per_run(tiny, nodes, monkeypatch):
     assert len(calls) == 2, "a new run starts with fresh caches"
 
 
-@pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video"])
+@pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv"])
 def test_alignment_rotates_the_residual_and_keeps_norms(tiny, nodes, family):
     model = tiny(family)
     recorder = BlockInputRecorder([("double_block", 0)])
@@ -138,7 +138,7 @@ def test_alignment_rotates_the_residual_and_keeps_norms(tiny, nodes, family):
         for b in range(before.shape[0]):
             is_uncond = cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 1
             x, y = text_before[b], text_after[b]
-            if family.startswith("wan"):
+            if family.startswith("wan") or family == "ltxv":
                 n = model.negative_real_tokens if is_uncond else model.real_tokens
                 assert torch.equal(x[n:], y[n:])
                 x, y = x[:n], y[:n]
@@ -188,7 +188,6 @@ def test_bad_k_mode_is_an_error(tiny, nodes):
 @pytest.mark.parametrize("family", ["sd3", "flux"])
 def test_token_weights_keep_the_positive_padding_untouched(tiny, nodes, family):
     from tokenfocus.core.importance import TokenWeights
-    from tokenfocus.nodes.dare import ENCODER_FOR_MODEL
     from tokenfocus.runtime.adapters import detect
 
     model = tiny(family)
@@ -196,7 +195,7 @@ def test_token_weights_keep_the_positive_padding_untouched(tiny, nodes, family):
     for segment in model.context_layout:
         real[segment.start:segment.start + segment.real] = [True] * segment.real
     weights = TokenWeights(labels=tuple("t" for _ in real), weights=tuple(1.0 for _ in real), real=tuple(real),
-                           encoder=ENCODER_FOR_MODEL[detect(model.patcher).name], prompt="p")
+                           encoder=detect(model.patcher).encoder, prompt="p")
     recorder = BlockInputRecorder([("double_block", 0)])
     patched, report = spacing(nodes, recorder.before(model.patcher), token_weights=weights)
     assert "from token_weights" in report

@@ -48,14 +48,13 @@ def texts(model, records):
 def positive_rows(model):
     """Token weights of 1 that mark the positive prompt's real rows (what Token Importance would give)."""
     from tokenfocus.core.importance import TokenWeights
-    from tokenfocus.nodes.dare import ENCODER_FOR_MODEL
     from tokenfocus.runtime.adapters import detect
 
     real = [False] * model.text_len
     for segment in model.context_layout:
         real[segment.start:segment.start + segment.real] = [True] * segment.real
     return TokenWeights(labels=tuple("t" for _ in real), weights=tuple(1.0 for _ in real), real=tuple(real),
-                        encoder=ENCODER_FOR_MODEL[detect(model.patcher).name], prompt="p")
+                        encoder=detect(model.patcher).encoder, prompt="p")
 
 
 def spread(text):

@@ -104,6 +104,7 @@ NEWER_REQUIRED_PARAMS = {
     "Flux": ("comfy.ldm.flux.model", "FluxParams", {"txt_ids_dims": []}),
     "HunyuanVideo": ("comfy.ldm.hunyuan_video.model", "HunyuanVideoParams",
                      {"use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False}),
+    "Chroma": ("comfy.ldm.chroma.model", "ChromaParams", {"txt_ids_dims": [], "vec_in_dim": None}),
 }
 
 
@@ -188,11 +189,11 @@ def _wan(family, class_name, unet_config, channels, seed, i2v=False):
     )
 
 
-def _wan_config(model_type, in_dim, out_dim):
+def _wan_config(model_type, in_dim, out_dim, layers=3):
     # Keys as comfy/model_detection.py detects them for Wan; text_dim is a WanModel parameter.
     return {
         "image_model": "wan2.1", "model_type": model_type, "dim": 64, "ffn_dim": 128, "num_heads": 2,
-        "num_layers": 3, "in_dim": in_dim, "out_dim": out_dim, "text_dim": TEXT_DIM,
+        "num_layers": layers, "in_dim": in_dim, "out_dim": out_dim, "text_dim": TEXT_DIM,
         "patch_size": (1, 2, 2), "freq_dim": 256, "window_size": (-1, -1), "qk_norm": True,
         "cross_attn_norm": True, "eps": 1e-6,
     }
@@ -205,6 +206,21 @@ def wan21_t2v(seed=0):
 def wan21_i2v(seed=0):
     # in_dim 36 = 16 noise + 4 mask + 16 image latent channels (model_base.WAN21.concat_cond)
     return _wan("wan21_i2v", "WAN21_I2V", _wan_config("i2v", 36, 16), 16, seed, i2v=True)
+
+
+def wan21_i2v_40(seed=0):
+    # The depth of Wan2.1-I2V-14B (40 blocks), where AlignVid's published block list was calibrated.
+    return _wan("wan21_i2v_40", "WAN21_I2V", _wan_config("i2v", 36, 16, layers=40), 16, seed, i2v=True)
+
+
+def wan_t2v_40(seed=0):
+    # 40 blocks, text cross-attention only: Wan 2.1 t2v 14B, or one expert of Wan 2.2 t2v A14B.
+    return _wan("wan_t2v_40", "WAN21_T2V", _wan_config("t2v", 16, 16, layers=40), 16, seed)
+
+
+def wan22_i2v_a14b_expert(seed=0):
+    # One expert of Wan 2.2 i2v A14B: 40 blocks, the image comes in as 20 extra latent channels, no CLIP branch.
+    return _wan("wan22_i2v_a14b_expert", "WAN21_T2V", _wan_config("t2v", 36, 16, layers=40), 16, seed)
 
 
 def wan22_ti2v_5b(seed=0):
@@ -298,7 +314,76 @@ def flux(seed=0, double=2, single=2):
     return _double_single("flux", "Flux", "flux", 3.5, seed, False, double, single)
 
 
-FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux)}
+def qwen_image(seed=0):
+    # QwenImageTransformer2DModel: double-stream blocks over [txt; img]; ComfyUI crops the Qwen2.5-VL chat
+    # template to the prompt, so the text has no padding and cond and uncond differ in length.
+    unet_config = {
+        "image_model": "qwen_image", "in_channels": 64, "out_channels": 16, "num_layers": 2,
+        "attention_head_dim": 32, "num_attention_heads": 2, "joint_attention_dim": TEXT_DIM,
+        "axes_dims_rope": (8, 12, 12),
+    }
+    gen = _generator(seed + 1)
+    pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None))
+    neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None))
+    patcher, model_config = _build_patcher("QwenImage", unet_config, seed)
+    layout = (Segment("qwen25_7b", 0, PROMPT_TOKENS, PROMPT_TOKENS),)
+    return TinyModel(
+        # Qwen-Image's latent is Wan 2.1's format: [B, 16, 1 frame, H, W] (EmptySD3LatentImage gives it 4-D).
+        family="qwen_image", patcher=patcher, positive=pos, negative=neg, latent={"samples": torch.zeros(1, 16, 1, 16, 16)},
+        unet_config=unet_config, model_config=model_config, double_blocks=unet_config["num_layers"], single_blocks=0,
+        text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, joint_order="txt_img",
+    )
+
+
+def ltxv(seed=0):
+    # LTXVModel: self-attention then cross-attention to the projected T5 context in each block; ComfyUI pads the
+    # T5 text to 128 rows and hands the T5 attention mask over with the conditioning.
+    unet_config = {"image_model": "ltxv", "in_channels": 128, "cross_attention_dim": 64, "attention_head_dim": 32,
+                   "num_attention_heads": 2, "caption_channels": TEXT_DIM, "num_layers": 2}
+    gen = _generator(seed + 1)
+    rows = 128
+
+    def cond(real):
+        mask = torch.zeros(1, rows, dtype=torch.long)
+        mask[:, :real] = 1
+        return _cond(_text(gen, rows, real, "token"), attention_mask=mask)
+
+    pos, neg = cond(PROMPT_TOKENS), cond(NEGATIVE_TOKENS)
+    patcher, model_config = _build_patcher("LTXV", unet_config, seed)
+    layout = (Segment("t5", 0, rows, PROMPT_TOKENS),)
+    return TinyModel(
+        family="ltxv", patcher=patcher, positive=pos, negative=neg, latent={"samples": torch.zeros(1, 128, 2, 4, 4)},
+        unet_config=unet_config, model_config=model_config, double_blocks=2, single_blocks=0,
+        text_len=rows, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=rows, negative_real_tokens=NEGATIVE_TOKENS,
+    )
+
+
+def chroma(seed=0):
+    # Chroma: Flux's double/single blocks with a modulation approximator instead of vec; its T5 text is not
+    # padded (PixArt-style tokenizer, min_length 1). Flux's encode_adm reads pooled_output, so conds carry one.
+    unet_config = {
+        "image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": TEXT_DIM,
+        "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2,
+        "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 64,
+        "hidden_dim": 32, "n_layers": 1,
+    }
+    gen = _generator(seed + 1)
+    pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
+    neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
+    patcher, model_config = _build_patcher("Chroma", unet_config, seed)
+    layout = (Segment("t5", 0, PROMPT_TOKENS, PROMPT_TOKENS),)
+    return TinyModel(
+        family="chroma", patcher=patcher, positive=pos, negative=neg, latent={"samples": torch.zeros(1, 16, 16, 16)},
+        unet_config=unet_config, model_config=model_config, double_blocks=2, single_blocks=2,
+        text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, joint_order="txt_img",
+    )
+
+
+FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
+                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, ltxv)}
 
 
 def build(family, seed=0, **depth):

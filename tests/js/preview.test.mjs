@@ -1,15 +1,21 @@
 // js/preview.js: what the in-node preview shows, without a browser.
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import { FAMILIES, guessFamily, previewState } from "../../js/preview.js";
 
-const families = JSON.parse(readFileSync(new URL("../model_families.json", import.meta.url), "utf8")).families;
+import { FAMILIES as GENERATED } from "../../js/families.js";
+
 const family = (key) => FAMILIES.find((f) => f.key === key);
 
-test("the preview's families are tests/model_families.json", () => {
-  assert.deepEqual(FAMILIES, families);
+// js/families.js is generated from the family modules (tests/test_family_registry.py checks it is current).
+test("the preview's families are the generated table of the family modules", () => {
+  assert.equal(FAMILIES, GENERATED);
+  assert.ok(FAMILIES.length >= 6);
+  for (const f of FAMILIES) {
+    assert.ok(f.key && f.label && f.name && Number.isInteger(f.double) && Number.isInteger(f.single), JSON.stringify(f));
+    assert.ok(f.files.length && f.files.every((all) => all.length && all.every((part) => part === part.toLowerCase())));
+  }
 });
 
 test("families are guessed from ComfyUI's repackaged file names", () => {

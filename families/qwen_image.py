@@ -1,0 +1,35 @@
+"""Qwen-Image and Qwen-Image-Edit (comfy.ldm.qwen_image.model.QwenImageTransformer2DModel).
+
+60 double-stream blocks, each with one joint attention call over [txt; img] (q, k as [B, L, H·D]); no
+single-stream blocks. The text is Qwen2.5-VL's hidden states with the chat template's system prefix cropped
+by ComfyUI, so there is no padding. Qwen-Image-Edit uses the same model: its text stream also carries the
+vision tokens of the input image, which the model cannot tell from the prompt's rows.
+"""
+from __future__ import annotations
+
+from ..runtime.adapters import FluxAdapter
+from ..runtime.interventions import JOINT
+from .base import Family, ModelProfile, PreviewDepth
+
+NAME = "Qwen-Image"
+PADDING = ("real tokens: all text rows (ComfyUI crops Qwen-Image's chat template to the prompt, so there is no "
+           "padding; with Qwen-Image-Edit the input image's vision tokens in the text stream count as text too)")
+
+
+def detect(model):
+    import comfy.ldm.qwen_image.model as qwen
+
+    if not isinstance(model, qwen.QwenImageTransformer2DModel):
+        return None
+    profile = ModelProfile(family=NAME, variant="Qwen-Image / Qwen-Image-Edit", encoder="qwen25_7b",
+                           padding_note=PADDING, alignvid_missing="AlignVid's code publishes no setting for Qwen-Image")
+    return FluxAdapter(NAME, len(model.transformer_blocks), 0, frozenset({JOINT}), profile=profile, text_first=True)
+
+
+FAMILY = Family(
+    name=NAME,
+    supported="Qwen-Image / Qwen-Image-Edit (Token Importance: not yet)",
+    detect=detect,
+    preview=(PreviewDepth("qwen_image", "Qwen-Image / Edit", 60, 0, (("qwen_image",),)),),
+    encoders=(),
+)

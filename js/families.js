@@ -1,0 +1,15 @@
+// Generated from the family modules (families/*.py) by `python tests/generate_families_js.py`
+// (tests/test_family_registry.py checks it is current). Do not edit by hand.
+// `name` is what the node's messages call the model; `files` lists substrings that must all occur in a
+// loader's file name (lowercased).
+export const FAMILIES = [
+  {"key": "wan_14b", "label": "Wan 2.1/2.2 14B", "name": "Wan", "double": 40, "single": 0, "files": [["wan", "14b"]]},
+  {"key": "wan_small", "label": "Wan 2.1 1.3B / 2.2 5B", "name": "Wan", "double": 30, "single": 0, "files": [["wan", "1.3b"], ["wan", "5b"]]},
+  {"key": "sd35_large", "label": "SD3.5 large", "name": "SD3 (MMDiT)", "double": 38, "single": 0, "files": [["sd3.5_large"]]},
+  {"key": "sd3_medium", "label": "SD3 / SD3.5 medium", "name": "SD3 (MMDiT)", "double": 24, "single": 0, "files": [["sd3.5_medium"], ["sd3_medium"]]},
+  {"key": "flux", "label": "Flux.1", "name": "Flux", "double": 19, "single": 38, "files": [["flux1-"], ["flux1_"]]},
+  {"key": "chroma", "label": "Chroma", "name": "Chroma", "double": 19, "single": 38, "files": [["chroma"]]},
+  {"key": "hunyuan_video", "label": "HunyuanVideo", "name": "HunyuanVideo", "double": 20, "single": 40, "files": [["hunyuan_video_t2v"], ["hunyuan_video_i2v"], ["hunyuan_video_image_to_video"]]},
+  {"key": "qwen_image", "label": "Qwen-Image / Edit", "name": "Qwen-Image", "double": 60, "single": 0, "files": [["qwen_image"]]},
+  {"key": "ltxv", "label": "LTX-Video", "name": "LTX-Video", "double": 28, "single": 0, "files": [["ltx-video"], ["ltxv"]]},
+];

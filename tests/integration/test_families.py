@@ -1,0 +1,118 @@
+"""Which models TokenFocus serves, and a clear refusal (naming the variant and why) for the ones it does not.
+
+Variants that share a class with a served family (HunyuanImage 2.1 and HunyuanVideo 1.5 with HunyuanVideo, Flux.2
+with Flux.1) are told apart by their parameters; classes that cannot be hooked are refused with the reason.
+Each is a tiny random-weight instance of ComfyUI's own class; skipped, saying why, where this ComfyUI lacks it.
+"""
+import importlib
+
+import pytest
+import torch
+
+import tiny_models as tm
+
+NODE_SETTINGS = {
+    "TokenFocus_AttentionTemperature": dict(gamma=1.35, blocks="all", start_percent=0.0, end_percent=1.0),
+    "TokenFocus_TokenSpacing": dict(sigma=1.3, k_mode="auto", fixed_k=8, blocks="all", start_percent=0.0, end_percent=1.0),
+    "TokenFocus_ResidualAlignment": dict(strength=1.0, k_mode="auto", fixed_k=8, blocks="all", start_percent=0.0, end_percent=1.0),
+    "TokenFocus_AttentionInspector": dict(blocks="all", start_percent=0.0, end_percent=1.0),
+}
+
+
+@pytest.fixture(scope="module")
+def registry(comfy):
+    import asyncio
+
+    from comfy_env import REPO_ROOT
+
+    assert asyncio.run(comfy.nodes.load_custom_node(str(REPO_ROOT)))
+    return comfy.nodes.NODE_CLASS_MAPPINGS
+
+
+def patcher_around(diffusion_model):
+    """A ModelPatcher of ComfyUI's around a bare diffusion model (detection reads only the diffusion model)."""
+    env = tm.import_comfyui()
+    base = torch.nn.Module()
+    base.diffusion_model = diffusion_model
+    base.model_sampling = None
+    return env.comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def hunyuan_video_variant(**params):
+    module = importlib.import_module("comfy.ldm.hunyuan_video.model")
+    config = tm.with_installed_params({
+        "image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": tm.POOLED_DIM,
+        "context_in_dim": tm.TEXT_DIM, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 1,
+        "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 256, "qkv_bias": True, "guidance_embed": False,
+        "patch_size": [1, 2, 2], "byt5": False, "meanflow": False,
+    }, "comfy.ldm.hunyuan_video.model", "HunyuanVideoParams")
+    declared = {f.name for f in __import__("dataclasses").fields(module.HunyuanVideoParams)}
+    missing = set(params) - declared
+    if missing:
+        pytest.skip(f"this ComfyUI's HunyuanVideo class has no {sorted(missing)}: the variant does not exist here")
+    import comfy.ops
+    return module.HunyuanVideo(**{**config, **params}, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
+
+
+def flux2():
+    module = importlib.import_module("comfy.ldm.flux.model")
+    import dataclasses
+
+    if "global_modulation" not in {f.name for f in dataclasses.fields(module.FluxParams)}:
+        pytest.skip("this ComfyUI's Flux class has no global_modulation: Flux.2 does not exist here")
+    import comfy.ops
+    config = tm.with_installed_params({
+        "image_model": "flux2", "in_channels": 16, "out_channels": 16, "vec_in_dim": None, "context_in_dim": tm.TEXT_DIM,
+        "hidden_size": 64, "mlp_ratio": 3.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
+        "axes_dim": [8, 8, 8, 8], "theta": 2000, "qkv_bias": False, "guidance_embed": False, "patch_size": 1,
+        "global_modulation": True, "mlp_silu_act": True, "ops_bias": False, "txt_ids_dims": [3],
+    }, "comfy.ldm.flux.model", "FluxParams")
+    return module.Flux(**config, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
+
+
+def pixart():
+    from comfy.ldm.pixart.pixartms import PixArtMS
+    import comfy.ops
+    return PixArtMS(input_size=8, hidden_size=64, depth=1, num_heads=2, caption_channels=tm.TEXT_DIM,
+                    dtype=torch.float32, operations=comfy.ops.disable_weight_init)
+
+
+def hunyuan_dit():
+    from comfy.ldm.hydit.models import HunYuanDiT
+    import comfy.ops
+    return HunYuanDiT(input_size=(8, 8), hidden_size=64, depth=2, num_heads=2, text_states_dim=tm.TEXT_DIM,
+                      text_states_dim_t5=tm.TEXT_DIM, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
+
+
+REFUSED = {
+    "HunyuanImage 2.1": (lambda: hunyuan_video_variant(byt5=True), "HunyuanImage 2.1 is not supported.*ByT5"),
+    "HunyuanVideo 1.5": (lambda: hunyuan_video_variant(vision_in_dim=32, use_cond_type_embedding=True, byt5=True),
+                         "HunyuanVideo 1.5 is not supported.*vision and ByT5 rows"),
+    "Flux.2": (flux2, "Flux.2 is not supported.*left-padded"),
+    "PixArt": (pixart, "cannot act on PixArt: .*copying its forward"),
+    "HunyuanDiT": (hunyuan_dit, "cannot act on HunyuanDiT: .*transformer_options"),
+}
+
+
+@pytest.mark.parametrize("variant", list(REFUSED))
+@pytest.mark.parametrize("node_id", list(NODE_SETTINGS))
+def test_a_known_class_but_unhandled_variant_is_refused_naming_it(comfy, registry, variant, node_id):
+    build, message = REFUSED[variant]
+    patcher = patcher_around(build())
+    with pytest.raises(ValueError, match=message):
+        registry[node_id].execute(patcher, **NODE_SETTINGS[node_id])
+
+
+def test_a_model_no_family_knows_is_refused_naming_what_is_supported(comfy, registry):
+    patcher = patcher_around(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="does not support Linear. Supported: Wan .*SD3.*Flux.1.*HunyuanVideo"):
+        registry["TokenFocus_AttentionTemperature"].execute(patcher, **NODE_SETTINGS["TokenFocus_AttentionTemperature"])
+
+
+@pytest.mark.parametrize("family", sorted(tm.FAMILIES))
+def test_every_tiny_model_is_served_by_a_family_module(tiny, family):
+    from tokenfocus.families import FAMILIES, detect
+
+    adapter = detect(tiny(family).patcher)
+    assert adapter.name in {f.name for f in FAMILIES}
+    assert adapter.profile.variant and adapter.profile.encoder and adapter.profile.padding_note
