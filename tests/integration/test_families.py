@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import tiny_models as tm
+from comfy_env import host_lacks
 
 NODE_SETTINGS = {
     "TokenFocus_AttentionTemperature": dict(gamma=1.35, blocks="all", start_percent=0.0, end_percent=1.0),
@@ -40,16 +41,16 @@ def patcher_around(diffusion_model):
 
 def hunyuan_video_variant(**params):
     module = importlib.import_module("comfy.ldm.hunyuan_video.model")
-    config = tm.with_installed_params({
+    config = tm.with_installed_params("HunyuanVideo", {
         "image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": tm.POOLED_DIM,
         "context_in_dim": tm.TEXT_DIM, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 1,
         "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 256, "qkv_bias": True, "guidance_embed": False,
         "patch_size": [1, 2, 2], "byt5": False, "meanflow": False,
-    }, "comfy.ldm.hunyuan_video.model", "HunyuanVideoParams")
+    })
     declared = {f.name for f in __import__("dataclasses").fields(module.HunyuanVideoParams)}
     missing = set(params) - declared
     if missing:
-        pytest.skip(f"this ComfyUI's HunyuanVideo class has no {sorted(missing)}: the variant does not exist here")
+        host_lacks(f"HunyuanVideo parameters {sorted(missing)}: the variant does not exist in this ComfyUI")
     import comfy.ops
     return module.HunyuanVideo(**{**config, **params}, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
 
@@ -59,14 +60,14 @@ def flux2():
     import dataclasses
 
     if "global_modulation" not in {f.name for f in dataclasses.fields(module.FluxParams)}:
-        pytest.skip("this ComfyUI's Flux class has no global_modulation: Flux.2 does not exist here")
+        host_lacks("Flux.2 (its Flux class has no global_modulation)")
     import comfy.ops
-    config = tm.with_installed_params({
+    config = tm.with_installed_params("Flux", {
         "image_model": "flux2", "in_channels": 16, "out_channels": 16, "vec_in_dim": None, "context_in_dim": tm.TEXT_DIM,
         "hidden_size": 64, "mlp_ratio": 3.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
         "axes_dim": [8, 8, 8, 8], "theta": 2000, "qkv_bias": False, "guidance_embed": False, "patch_size": 1,
         "global_modulation": True, "mlp_silu_act": True, "ops_bias": False, "txt_ids_dims": [3],
-    }, "comfy.ldm.flux.model", "FluxParams")
+    })
     return module.Flux(**config, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
 
 
