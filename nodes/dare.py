@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..core.importance import TokenWeights
+from ..core.importance import TokenWeights, parse_weight_spec
+from ..runtime import table_folder
 from ..runtime.install import add_intervention
 from ..runtime.reweighting import ImportanceGuidanceCFG, IMPORTANCE_PASS, TokenBias, log_weights, suppression_bias
-from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
+from .common import (
+    CATEGORY, Target, block_and_step_inputs, check_widgets, finish, model_input, queue_verdict, report_output,
+)
 
 TokenWeightsType = io.Custom("TOKENFOCUS_WEIGHTS")
 
@@ -37,7 +40,8 @@ class TokenImportanceNode(io.ComfyNode):
                 "Per-token weights for the prompt, aligned with exactly the rows the CLIP produces for it: words or "
                 "phrases you name with weights, an automatic semantic-density estimate (function words and "
                 "punctuation low, rare content words high, from the tokenizer's own frequency ranks), and/or a "
-                "saved table (safetensors). Feed them to Token Reweighting or Importance Guidance. " + DARE
+                "saved table from ComfyUI's models/token_weights folder (Save Token Weights makes one). Feed them to "
+                "Token Reweighting or Importance Guidance. " + DARE
             ),
             inputs=[
                 io.Clip.Input("clip", tooltip="The CLIP / text encoder that encodes the positive prompt."),
@@ -48,19 +52,37 @@ class TokenImportanceNode(io.ComfyNode):
                     "Every occurrence is weighted; a word not in the prompt is an error.",
                 ),
                 io.Boolean.Input("density", default=False, tooltip="Multiply in the automatic semantic-density estimate."),
-                io.String.Input("table", default="", optional=True, tooltip="Path of a weight table (.safetensors) saved for this prompt; empty = none."),
+                io.Combo.Input(
+                    "table", options=table_folder.table_names(), default=table_folder.NONE, optional=True,
+                    tooltip="A weight table saved for this prompt (Save Token Weights), from ComfyUI's "
+                    "models/token_weights folder; none = no table. Its weights multiply the others.",
+                ),
             ],
             outputs=[TokenWeightsType.Output(display_name="token_weights"), io.String.Output(display_name="tokens", tooltip="The prompt's tokens and their weights.")],
         )
 
     @classmethod
-    def execute(cls, clip, text, words, density, table="") -> io.NodeOutput:
+    def validate_inputs(cls, words=None, table=None):
+        return queue_verdict(_check_importance_inputs, words, table)
+
+    @classmethod
+    def execute(cls, clip, text, words, density, table=table_folder.NONE) -> io.NodeOutput:
         from ..runtime.tokens import build_token_weights
 
+        _check_importance_inputs(words, table)
         if clip is None:
             raise ValueError("Token Importance needs the CLIP that encodes the prompt.")
-        weights = build_token_weights(clip, text, named_spec=words, use_density=density, table=(table or "").strip() or None)
+        saved = None if table in (None, "", table_folder.NONE) else table_folder.load_table(table)
+        weights = build_token_weights(clip, text, named_spec=words, use_density=density, table=saved)
         return io.NodeOutput(weights, weights.describe())
+
+
+def _check_importance_inputs(words, table) -> None:
+    """What needs no CLIP: the words' grammar and weights, and a table name that is in the folder (a stored
+    workflow's old path must name one too: no other file is opened)."""
+    if words is not None:
+        parse_weight_spec(words)
+    table_folder.check_table_name(table)
 
 
 class TokenReweightNode(io.ComfyNode):
@@ -89,7 +111,13 @@ class TokenReweightNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, strength=None, blocks=None, start_percent=None, end_percent=None):
+        return queue_verdict(check_widgets, cls, strength=strength, blocks=blocks, start_percent=start_percent,
+                             end_percent=end_percent)
+
+    @classmethod
     def execute(cls, model, token_weights, strength, blocks, start_percent, end_percent) -> io.NodeOutput:
+        check_widgets(cls, strength=strength, blocks=blocks, start_percent=start_percent, end_percent=end_percent)
         target = Target(model, blocks, start_percent, end_percent)
         check_weights_fit(token_weights, target)
         bias = log_weights(token_weights.weights, float(strength))
@@ -125,7 +153,12 @@ class ImportanceGuidanceNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, scale=None, start_percent=None, end_percent=None):
+        return queue_verdict(check_widgets, cls, scale=scale, start_percent=start_percent, end_percent=end_percent)
+
+    @classmethod
     def execute(cls, model, token_weights, scale, start_percent, end_percent) -> io.NodeOutput:
+        check_widgets(cls, scale=scale, start_percent=start_percent, end_percent=end_percent)
         target = Target(model, "all", start_percent, end_percent)
         check_weights_fit(token_weights, target)
         bias = suppression_bias(token_weights.weights)

@@ -8,6 +8,7 @@ from comfy_api.latest import ComfyExtension, io
 from .attention_temperature import AttentionTemperatureNode
 from .dare import ImportanceGuidanceNode, TokenImportanceNode, TokenReweightNode
 from .inspector import AttentionInspectorNode, AttentionInspectorViewNode
+from .save_token_weights import SaveTokenWeightsNode
 from .tora import ResidualAlignmentNode, TokenSpacingNode
 
 
@@ -19,6 +20,7 @@ class TokenFocusExtension(ComfyExtension):
             TokenSpacingNode,
             ResidualAlignmentNode,
             TokenImportanceNode,
+            SaveTokenWeightsNode,
             TokenReweightNode,
             ImportanceGuidanceNode,
             AttentionInspectorNode,
