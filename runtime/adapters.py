@@ -15,8 +15,8 @@ from .interventions import CROSS_IMAGE, CROSS_TEXT, JOINT, SELF
 SUPPORTED = "Wan 2.1/2.2 (t2v, i2v, ti2v 5B, VACE, camera), HunyuanVideo, SD3/SD3.5 (MMDiT) and Flux"
 
 
-class UnsupportedModelError(ValueError):
-    pass
+# A plain ValueError (see core.blocklist.BlockListError).
+UnsupportedModelError = ValueError
 
 
 class ModelInputs:
