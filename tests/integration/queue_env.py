@@ -82,9 +82,9 @@ def validate_prompt(nodes, prompt: dict):
         return run()
 
 
-def node(nodes, class_type: str, **inputs) -> dict:
-    """A prompt entry with every widget at its default, then the given inputs (links as [id, slot])."""
-    spec = nodes.NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES()
+def widget_defaults(spec: dict) -> dict:
+    """{input: default} of every widget in an input spec: a node's INPUT_TYPES(), or its "input" entry in
+    the server's /object_info (combos: the default, else the first option)."""
     values = {}
     for section in ("required", "optional"):
         for name, entry in (spec.get(section) or {}).items():
@@ -95,6 +95,12 @@ def node(nodes, class_type: str, **inputs) -> dict:
                 values[name] = entry[0][0]
             elif options.get("options"):
                 values[name] = options["options"][0]
+    return values
+
+
+def node(nodes, class_type: str, **inputs) -> dict:
+    """A prompt entry with every widget at its default, then the given inputs (links as [id, slot])."""
+    values = widget_defaults(nodes.NODE_CLASS_MAPPINGS[class_type].INPUT_TYPES())
     values.update(inputs)
     return {"class_type": class_type, "inputs": values}
 
