@@ -45,8 +45,31 @@ def arms(tokenfocus):
     }
 
 
-def one_call(intervention, q, k, v):
-    """The attention call as the hook runs it inside a hooked Wan block (the block's second call: text)."""
+def output_only(q, k, v, heads, *args, **kwargs):
+    """A stand-in backend that only allocates the output a real one returns: what a node adds to a
+    self-attention call, at lengths whose L x L attention this CPU cannot run."""
+    import torch
+
+    return torch.empty_like(q)
+
+
+def self_attention_arms():
+    from tokenfocus.core.blocklist import DOUBLE
+    from tokenfocus.core.schedule import StepRange
+    from tokenfocus.runtime.interventions import SELF, AttentionTemperature
+
+    everywhere = dict(blocks=frozenset({(DOUBLE, 0)}), steps=StepRange(0.0, 1.0, 1.0, 0.0))
+    return {
+        "unpatched": None,
+        "Attention Temperature (gamma on Q)": AttentionTemperature(label="t", factors={SELF: (GAMMA, 1.0)}, **everywhere),
+        "Attention Temperature, adaptive": AttentionTemperature(label="a", factors={SELF: (GAMMA, 1.0)}, adaptive=True,
+                                                                **everywhere),
+    }
+
+
+def one_call(intervention, q, k, v, self_attention=False):
+    """The attention call as the hook runs it inside a hooked Wan block: its first call (self-attention, with
+    the stand-in backend) or its second (text cross-attention, with ComfyUI's attention_pytorch)."""
     import comfy.ldm.modules.attention as attention
 
     from tokenfocus.core.blocklist import DOUBLE
@@ -55,31 +78,34 @@ def one_call(intervention, q, k, v):
     from tokenfocus.runtime.interventions import CROSS_TEXT, SELF
     from tokenfocus.runtime.state import BLOCK_KEY, CONFIG_KEY, BlockContext, RunState, StepPlan, TokenFocusConfig
 
+    backend = output_only if self_attention else attention.attention_pytorch
     if intervention is None:
-        return attention.attention_pytorch(q, k, v, HEADS)
+        return backend(q, k, v, HEADS)
     adapter = WanAdapter("Wan", 40, 0, frozenset({SELF, CROSS_TEXT}))
     plan = StepPlan(sigma=0.5, active=(intervention,), run=RunState(), inputs=adapter.inspect_inputs(k, {}),
                     cond_or_uncond=(0,))
     intervention.prepare_step(plan, q.device)
-    ctx = BlockContext(block=(DOUBLE, 0), interventions=(intervention,), plan=plan, adapter=adapter, calls=1)
+    ctx = BlockContext(block=(DOUBLE, 0), interventions=(intervention,), plan=plan, adapter=adapter,
+                       calls=0 if self_attention else 1)
     options = {CONFIG_KEY: TokenFocusConfig(adapter, (intervention,)), BLOCK_KEY: ctx}
-    return AttentionHook()(attention.attention_pytorch, q, k, v, HEADS, transformer_options=options)
+    return AttentionHook()(backend, q, k, v, HEADS, transformer_options=options)
 
 
-def measure_length(length, tokenfocus, memory, dtype):
+def measure_length(length, tokenfocus, memory, dtype, self_attention=False):
     import torch
 
     g = torch.Generator().manual_seed(0)
+    keys = length if self_attention else TEXT_ROWS
     q = torch.randn(1, length, WIDTH, generator=g).to(dtype)
-    k = torch.randn(1, TEXT_ROWS, WIDTH, generator=g).to(dtype)
-    v = torch.randn(1, TEXT_ROWS, WIDTH, generator=g).to(dtype)
+    k = torch.randn(1, keys, WIDTH, generator=g).to(dtype)
+    v = torch.randn(1, keys, WIDTH, generator=g).to(dtype)
     rows = {}
-    for arm, iv in arms(tokenfocus).items():
-        one_call(iv, q, k, v)                                           # warm-up
+    for arm, iv in (self_attention_arms() if self_attention else arms(tokenfocus)).items():
+        one_call(iv, q, k, v, self_attention)                           # warm-up
         peaks, times = [], []
         for _ in range(ROUNDS):
             start = time.process_time()
-            peaks.append(memory.measure(lambda: one_call(iv, q, k, v)))
+            peaks.append(memory.measure(lambda: one_call(iv, q, k, v, self_attention)))
             times.append(time.process_time() - start)
         rows[arm] = dict(peak=min(peaks), time=statistics.median(times))
     base = rows["unpatched"]
@@ -92,6 +118,22 @@ def measure_length(length, tokenfocus, memory, dtype):
 
 def name_of(length) -> str:
     return {P480: "480p 81 frames", P720: "720p 81 frames", P480 // 4: "a quarter of 480p 81 frames"}.get(length, "")
+
+
+def self_attention_table(results) -> list:
+    lines = ["", "### The node's own memory in a self-attention call", "",
+             f"Wan's self-attention (Attention Temperature with `self_attention` on): q, k and v [1, L, {WIDTH}], the "
+             "backend replaced by a stand-in that only allocates the output (an L x L attention at these lengths is "
+             "beyond this CPU), so the extra peak is the node's alone: for both modes the scaled copy of q (1.00 q), "
+             "and for the adaptive mode the float32 moments of q and k, taken a chunk of rows at a time.", "",
+             "| L (video tokens) | q MiB | arm | extra peak MiB | extra / q | node's time s |", "|---|---|---|---|---|---|"]
+    for r in results:
+        for arm, row in r["rows"].items():
+            if arm != "unpatched":
+                lines.append(f"| {r['length']} ({name_of(r['length'])}) | {r['q_bytes'] / 2 ** 20:.0f} | {arm} | "
+                             f"{row['extra'] / 2 ** 20:+.1f} | {row['extra'] / r['q_bytes']:+.2f} | "
+                             f"{row['time'] - r['rows']['unpatched']['time']:.2f} |")
+    return lines
 
 
 def report(results, dtype, threads, elapsed) -> list:
@@ -150,15 +192,19 @@ def main(args, write_results, results_path):
     memory = measure.PeakMemory(torch.device("cpu"))
     started = time.perf_counter()
     lengths = [args.tokens] if args.tokens else LENGTHS
-    results = []
-    for length in lengths:
-        print(f"== one call, L = {length} ({name_of(length)})", flush=True)
-        result = measure_length(length, tokenfocus, memory, dtype)
-        for arm, row in result["rows"].items():
-            print(f"   {arm}: peak {row['peak'] / 2 ** 20:.0f} MiB, extra {row['extra'] / 2 ** 20:+.1f} MiB "
-                  f"({row['extra'] / result['q_bytes']:+.2f} q), {row['time']:.2f} s ({row['extra_time']:+.1f} %)", flush=True)
-        results.append(result)
+    results, self_results = [], []
+    for self_attention, found in ((True, self_results), (False, results)):
+        for length in lengths:
+            print(f"== one {'self' if self_attention else 'text cross'}-attention call, L = {length} ({name_of(length)})",
+                  flush=True)
+            result = measure_length(length, tokenfocus, memory, dtype, self_attention)
+            for arm, row in result["rows"].items():
+                print(f"   {arm}: peak {row['peak'] / 2 ** 20:.0f} MiB, extra {row['extra'] / 2 ** 20:+.1f} MiB "
+                      f"({row['extra'] / result['q_bytes']:+.2f} q), {row['time']:.2f} s ({row['extra_time']:+.1f} %)",
+                      flush=True)
+            found.append(result)
     body = report(results, str(dtype).replace("torch.", ""), threads, time.perf_counter() - started)
+    body += self_attention_table(self_results)
     print("\n".join(body))
     if args.output or len(results) >= 3:
         write_results(Path(args.output) if args.output else results_path, "attention-call", body)
