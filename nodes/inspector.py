@@ -144,8 +144,9 @@ class AttentionInspectorViewNode(io.ComfyNode):
                 io.String.Input(
                     "tokens", default="", multiline=False,
                     tooltip="Which tokens to show: words or phrases of the prompt (needs token_weights on the inspector) "
-                    "and/or row numbers and ranges, e.g. 'sunflower, red hat, 12, 40-42'; at most 16 (a range counts each "
-                    "row). Empty = the most heavily weighted words, else the words with the largest share of the attention.",
+                    f"and/or row numbers and ranges, e.g. 'sunflower, red hat, 12, 40-42'; at most {MAX_PICKS} (a range "
+                    "counts each row). Empty = the most heavily weighted words, else the words with the largest share "
+                    "of the attention.",
                 ),
                 io.Int.Input("max_tokens", default=DEFAULT_MAX_TOKENS, min=1, max=MAX_PICKS,
                              tooltip="How many tokens to show when 'tokens' is empty."),
