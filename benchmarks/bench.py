@@ -108,6 +108,9 @@ def parse_args(argv=None):
                    help="models to run the compile check on, or 'all' (default: wan1.3b,sd35m,flux,hunyuan on CPU, wan1.3b,flux on CUDA)")
     p.add_argument("--compile-backend", default=None, help="default: eager on CPU (dynamo capture only), inductor on CUDA")
     p.add_argument("--output", default=None, help="file to write (default: benchmarks/RESULTS.md, not in --quick)")
+    p.add_argument("--attention-call", action="store_true",
+                   help="only one Wan 14B-wide attention call: extra peak memory and time of adaptive temperature and of "
+                   "the reweighting fold at growing video lengths, extrapolated to 480p/720p (attention_call.py)")
     return p.parse_args(argv)
 
 
@@ -546,6 +549,12 @@ def main(argv=None):
     args = parse_args(argv)
     import_comfyui(args.device, args.attention)
     import torch
+
+    if args.attention_call:
+        import attention_call
+
+        load_pack_nodes()
+        return attention_call.main(args, write_results, HERE / "RESULTS.md")
 
     import bench_models
     import measure

@@ -23,8 +23,10 @@ MAX_INDEX = 9999
 _SYNTAX_HINT = "write indices and ranges such as 0,2-7,s0-3, or all, or leave it empty for none"
 
 
-class BlockListError(ValueError):
-    """A block list that cannot be parsed, or that does not fit the model."""
+# A block list that cannot be parsed, or that does not fit the model. A plain ValueError, not a subclass:
+# ComfyUI reports an error's type with its module, and a custom node's module is named after its folder
+# on the server (a path the client has no business seeing).
+BlockListError = ValueError
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ CHART_SIZE = (480, 800)          # (height, width) of the share and entropy char
 TILE = 256                       # long side of one heatmap tile, pixels
 LABEL_W, TITLE_H, FRAME_H, GAP = 190, 46, 20, 6
 MAX_FRAMES = 8                   # heatmap columns for a video: evenly spaced latent frames
+BACKDROP_SIDE = 2 * TILE         # a decoded frame under a tile is cut down to this many pixels a side first
 
 BACKGROUND = (250, 250, 250)
 INK = (30, 30, 30)
@@ -104,6 +105,14 @@ def heat_layout(picks: int, frames: int, aspect_hw: float) -> HeatLayout:
     else:
         tile_h, tile_w = max(32, round(TILE * aspect_hw)), TILE
     return HeatLayout(max(1, picks), len(shown_frames(frames)), tile_h, tile_w, frames > 1)
+
+
+def max_heat_size(picks: int, frames: int = MAX_FRAMES) -> tuple:
+    """(height, width) bound of a heatmap picture of `picks` rows, whatever the frames' aspect: every tile
+    fits in TILE x TILE and at most MAX_FRAMES columns are drawn."""
+    height = TITLE_H + FRAME_H + picks * (TILE + GAP) + GAP
+    width = LABEL_W + min(frames, MAX_FRAMES) * (TILE + GAP) + GAP
+    return height, width
 
 
 def heatmap_picture(maps: np.ndarray, labels: Sequence[str], notes: Sequence[str], title: str,

@@ -8,11 +8,10 @@ Tokens arrive as the tokenizer's own pieces. Three piece conventions occur in th
   - "sentencepiece" (T5, umT5): "▁" marks a word start ("▁sun", "flower").
   - "clip_bpe" (CLIP-L/G): "</w>" marks a word end ("sunflower</w>").
   - "byte_bpe" (LLaMA 3): "Ġ" is the space byte ("Ġsunflower"), "Ċ" the newline.
-Pure module: torch, re, math, json, dataclasses and safetensors only; nothing from ComfyUI.
+Pure module: torch, re, math and dataclasses only; nothing from ComfyUI. Tables on disk: core/token_tables.py.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -367,60 +366,3 @@ def align_table(table: TokenWeights, labels: Sequence[str], real: Sequence[bool]
                 f"it was saved for the prompt: {table.prompt!r}"
             )
     return list(table.weights)
-
-
-# ---------------------------------------------------------------- tables on disk (safetensors only)
-
-TABLE_FORMAT = "tokenfocus.token_weights"
-TABLE_VERSION = "1"
-
-
-def save_table(path, weights: TokenWeights) -> None:
-    """Weights as a float64 tensor 'weights' (exact round trip); labels, real flags, encoder and prompt as
-    metadata strings. Any float dtype is accepted when loading."""
-    from safetensors.torch import save_file
-
-    metadata = {
-        "format": TABLE_FORMAT,
-        "version": TABLE_VERSION,
-        "labels": json.dumps(list(weights.labels), ensure_ascii=False),
-        "real": json.dumps(list(weights.real)),
-        "encoder": weights.encoder,
-        "prompt": weights.prompt,
-    }
-    save_file({"weights": weights.as_tensor(dtype=torch.float64).contiguous()}, str(path), metadata=metadata)
-
-
-def load_table(path) -> TokenWeights:
-    """Read a table written by save_table. Never unpickles; anything else is a ValueError saying why."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            keys = list(f.keys())
-            tensor = f.get_tensor("weights") if "weights" in keys else None
-    except FileNotFoundError:
-        raise
-    except Exception as exc:  # safetensors raises its own error types for truncated or foreign files
-        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
-
-    def fail(why: str):
-        raise ValueError(f"{path} is not a TokenFocus token-weight table: {why}")
-
-    if metadata.get("format") != TABLE_FORMAT:
-        fail(f"metadata 'format' is {metadata.get('format')!r}, expected {TABLE_FORMAT!r}")
-    if tensor is None or tensor.dim() != 1 or not tensor.is_floating_point():
-        fail("it needs a 1-D float tensor named 'weights'")
-    try:
-        labels = json.loads(metadata["labels"])
-        real = json.loads(metadata["real"])
-        encoder, prompt = metadata["encoder"], metadata["prompt"]
-    except (KeyError, json.JSONDecodeError) as exc:
-        fail(f"missing or malformed metadata ({exc})")
-    if not (isinstance(labels, list) and isinstance(real, list)):
-        fail("metadata 'labels' and 'real' must be JSON lists")
-    try:
-        return TokenWeights(labels=labels, weights=tensor.double().tolist(), real=real, encoder=encoder, prompt=prompt)
-    except ValueError as exc:
-        fail(str(exc))

@@ -17,6 +17,9 @@ import torch
 from .importance import BYTE_BPE, CLIP_BPE, SENTENCEPIECE, find_phrase, piece_text, split_words
 
 DEFAULT_MAX_TOKENS = 6
+# The most tokens one View shows: each is a row of heatmap tiles and a line of the share chart, so this
+# bounds the pictures (charts.max_heat_size) whatever the selection says.
+MAX_PICKS = 16
 
 
 @dataclass(frozen=True)
@@ -61,20 +64,43 @@ def find_rows(labels: Sequence[str], real: Sequence[bool], phrase: str) -> list[
 _RANGE = re.compile(r"^#?(\d+)(?:\s*-\s*#?(\d+))?$")
 
 
-def parse_picks(spec: str, labels: Sequence[str] | None, real: Sequence[bool], n_rows: int) -> list[Pick]:
-    """`sunflower, red hat, 12, 40-42` → picks. Numbers (optionally '#12') and ranges are row indices, one pick
-    per row; anything else is a word or phrase of the prompt (needs labels, i.e. token_weights)."""
-    picks: list[Pick] = []
+def _pick_entries(spec: str) -> list[tuple[str, tuple | None]]:
+    """The entries of a selection, each with its (first, last) rows for a number or range, None for a word;
+    checked for what needs no prompt: ranges run forwards, at most MAX_PICKS picks in all."""
+    entries, count = [], 0
     for entry in re.split(r"[,\n]", spec or ""):
         entry = entry.strip()
         if not entry:
             continue
         match = _RANGE.match(entry)
+        rows = None
         if match:
             first = int(match[1])
             last = int(match[2]) if match[2] is not None else first
             if last < first:
                 raise ValueError(f"tokens: range '{entry}' runs backwards")
+            rows = (first, last)
+        count += 1 if rows is None else rows[1] - rows[0] + 1
+        if count > MAX_PICKS:
+            raise ValueError(f"tokens: at most {MAX_PICKS} tokens can be shown (a range counts each of its rows); "
+                             f"'{spec.strip()[:60]}' asks for more")
+        entries.append((entry, rows))
+    return entries
+
+
+def check_pick_spec(spec: str) -> None:
+    """What can be checked of a selection without the recording (at queue time)."""
+    _pick_entries(spec)
+
+
+def parse_picks(spec: str, labels: Sequence[str] | None, real: Sequence[bool], n_rows: int) -> list[Pick]:
+    """`sunflower, red hat, 12, 40-42` → picks. Numbers (optionally '#12') and ranges are row indices, one pick
+    per row; anything else is a word or phrase of the prompt (needs labels, i.e. token_weights). At most
+    MAX_PICKS picks."""
+    picks: list[Pick] = []
+    for entry, rows in _pick_entries(spec):
+        if rows is not None:
+            first, last = rows
             for row in range(first, last + 1):
                 if row >= n_rows:
                     raise ValueError(f"tokens: row {row} is past the prompt's {n_rows} rows (0-{n_rows - 1})")

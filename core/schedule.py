@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Callable
 
 
-class ScheduleError(ValueError):
-    """A step range that makes no sense."""
+# A step range that makes no sense; a plain ValueError (see core.blocklist.BlockListError).
+ScheduleError = ValueError
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class StepRange:
 
 def check_percents(start_percent: float, end_percent: float) -> None:
     for name, value in (("start_percent", start_percent), ("end_percent", end_percent)):
-        if not 0.0 <= value <= 1.0:
+        if not 0.0 <= value <= 1.0:  # also refuses NaN, for which every comparison is false
             raise ScheduleError(f"{name} must be between 0 and 1, got {value}")
     if start_percent > end_percent:
         raise ScheduleError(

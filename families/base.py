@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 
-class UnsupportedModelError(ValueError):
-    pass
+# A plain ValueError: ComfyUI shows an exception's module path to the client, and a class of the pack's own
+# would carry the server's file-system path (see core.blocklist.BlockListError).
+UnsupportedModelError = ValueError
 
 
 # Where the frame grid's tokens sit among the image tokens of an attention call (the model adds extra

@@ -16,7 +16,7 @@ from ..runtime.interventions import (
     AttentionTemperature,
     temperature_is_neutral,
 )
-from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
+from .common import CATEGORY, Target, block_and_step_inputs, check_widgets, finish, model_input, queue_verdict, report_output
 
 DESCRIPTION = (
     "AlignVid's Attention Scaling Modulation (training-free, code published by the authors): multiplies the "
@@ -73,9 +73,16 @@ class AttentionTemperatureNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, gamma=None, blocks=None, start_percent=None, end_percent=None, scale_on=None, preset=None):
+        return queue_verdict(check_widgets, cls, gamma=gamma, blocks=blocks, start_percent=start_percent,
+                             end_percent=end_percent, scale_on=scale_on, preset=preset)
+
+    @classmethod
     def execute(cls, model, gamma, blocks, start_percent, end_percent, scale_on="query", self_attention=False,
                 text_cross_attention=True, image_cross_attention=True, joint_attention=True, adaptive=False,
                 preset=presets.CUSTOM) -> io.NodeOutput:
+        check_widgets(cls, gamma=gamma, blocks=blocks, start_percent=start_percent, end_percent=end_percent,
+                      scale_on=scale_on, preset=preset)
         chosen = presets.canonical(preset)
         wanted = {SELF: self_attention, CROSS_TEXT: text_cross_attention, CROSS_IMAGE: image_cross_attention, JOINT: joint_attention}
         overrides = [f"'{preset}' is now called '{chosen}'"] if chosen != preset else []

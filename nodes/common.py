@@ -1,10 +1,12 @@
 """What every TokenFocus node shares: the block and step inputs, their validation, and the result."""
 from __future__ import annotations
 
+import math
+
 from comfy_api.latest import io
 
 from ..core.blocklist import format_blocks, parse_block_list, resolve_blocks
-from ..core.schedule import step_range
+from ..core.schedule import check_percents, step_range
 from ..families import detect
 from ..runtime.install import add_intervention
 from ..runtime.state import log
@@ -34,6 +36,50 @@ def block_and_step_inputs(blocks="all", start=0.0, end=1.0) -> list:
 
 def report_output() -> io.String.Output:
     return io.String.Output(display_name="report", tooltip="What the node will do on this model, in words.")
+
+
+def check_number(name: str, value, low=None, high=None) -> None:
+    """A finite number inside [low, high]. ComfyUI's own range check lets NaN through (every comparison
+    with NaN is false), and a NaN factor would crash or blank the sampling half-way."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be between {low:g} and {high:g}, got {value:g}")
+
+
+def check_choice(name: str, value, options) -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+
+
+def check_widgets(node_cls, **values) -> None:
+    """Everything about the given widget values that needs no model, as the node's schema declares them:
+    numbers finite and in range, combo values among the options, block lists in the grammar, start not
+    after end. A value of None is a linked input (unknown at queue time): checked when the node runs."""
+    declared = {item.id: item for item in node_cls.define_schema().inputs}
+    for name, value in values.items():
+        item = declared[name]
+        if value is None:
+            continue
+        if isinstance(item, (io.Float.Input, io.Int.Input)):
+            check_number(name, value, getattr(item, "min", None), getattr(item, "max", None))
+        elif isinstance(item, io.Combo.Input):
+            check_choice(name, value, item.options)
+        elif name == "blocks":
+            parse_block_list(value)
+    start, end = values.get("start_percent"), values.get("end_percent")
+    if start is not None and end is not None:
+        check_percents(start, end)
+
+
+def queue_verdict(check, *args, **kwargs):
+    """What a V3 validate_inputs returns: True, or the check's message, so that ComfyUI refuses the prompt
+    when it is queued (POST /prompt answers 400 with it) before any model loads."""
+    try:
+        check(*args, **kwargs)
+    except ValueError as error:
+        return str(error)
+    return True
 
 
 class Target:

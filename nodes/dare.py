@@ -3,14 +3,17 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
-from ..core.importance import TokenWeights
+from ..core.importance import TokenWeights, parse_weight_spec
 from ..core.region import as_frames
+from ..runtime import table_folder
 from ..runtime.inspector import patch_of
 from ..runtime.install import add_intervention
 from ..runtime.reweighting import (
     DEFAULT_SUPPRESS_THRESHOLD, ImportanceGuidanceCFG, TokenBias, importance_pass_name, suppressed_rows,
 )
-from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
+from .common import (
+    CATEGORY, Target, block_and_step_inputs, check_widgets, finish, model_input, queue_verdict, report_output,
+)
 
 TokenWeightsType = io.Custom("TOKENFOCUS_WEIGHTS")
 
@@ -65,8 +68,8 @@ class TokenImportanceNode(io.ComfyNode):
                 "Per-token weights for the prompt, aligned with exactly the rows the CLIP produces for it: words or "
                 "phrases you name with weights, an automatic semantic-density estimate (function words and "
                 "punctuation low, rare content words high, by word frequency from the tokenizer's own vocabulary), "
-                "and/or a "
-                "saved table (safetensors). Feed them to Token Reweighting or Importance Guidance. " + DARE
+                "and/or a saved table from ComfyUI's models/token_weights folder (Save Token Weights makes one). Feed "
+                "them to Token Reweighting or Importance Guidance. " + DARE
             ),
             inputs=[
                 io.Clip.Input("clip", tooltip="The CLIP / text encoder that encodes the positive prompt."),
@@ -77,19 +80,37 @@ class TokenImportanceNode(io.ComfyNode):
                     "Every occurrence is weighted; a word not in the prompt is an error.",
                 ),
                 io.Boolean.Input("density", default=False, tooltip="Multiply in the automatic semantic-density estimate."),
-                io.String.Input("table", default="", optional=True, tooltip="Path of a weight table (.safetensors) saved for this prompt; empty = none."),
+                io.Combo.Input(
+                    "table", options=table_folder.table_names(), default=table_folder.NONE, optional=True,
+                    tooltip="A weight table saved for this prompt (Save Token Weights), from ComfyUI's "
+                    "models/token_weights folder; none = no table. Its weights multiply the others.",
+                ),
             ],
             outputs=[TokenWeightsType.Output(display_name="token_weights"), io.String.Output(display_name="tokens", tooltip="The prompt's tokens and their weights.")],
         )
 
     @classmethod
-    def execute(cls, clip, text, words, density, table="") -> io.NodeOutput:
+    def validate_inputs(cls, words=None, table=None):
+        return queue_verdict(_check_importance_inputs, words, table)
+
+    @classmethod
+    def execute(cls, clip, text, words, density, table=table_folder.NONE) -> io.NodeOutput:
         from ..runtime.tokens import build_token_weights
 
+        _check_importance_inputs(words, table)
         if clip is None:
             raise ValueError("Token Importance needs the CLIP that encodes the prompt.")
-        weights = build_token_weights(clip, text, named_spec=words, use_density=density, table=(table or "").strip() or None)
+        saved = None if table in (None, "", table_folder.NONE) else table_folder.load_table(table)
+        weights = build_token_weights(clip, text, named_spec=words, use_density=density, table=saved)
         return io.NodeOutput(weights, weights.describe())
+
+
+def _check_importance_inputs(words, table) -> None:
+    """What needs no CLIP: the words' grammar and weights, and a table name that is in the folder (a stored
+    workflow's old path must name one too: no other file is opened)."""
+    if words is not None:
+        parse_weight_spec(words)
+    table_folder.check_table_name(table)
 
 
 class TokenReweightNode(io.ComfyNode):
@@ -127,8 +148,14 @@ class TokenReweightNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, strength=None, blocks=None, start_percent=None, end_percent=None):
+        return queue_verdict(check_widgets, cls, strength=strength, blocks=blocks, start_percent=start_percent,
+                             end_percent=end_percent)
+
+    @classmethod
     def execute(cls, model, token_weights=None, strength=1.0, blocks="all", start_percent=0.0, end_percent=1.0,
                 mask=None) -> io.NodeOutput:
+        check_widgets(cls, strength=strength, blocks=blocks, start_percent=start_percent, end_percent=end_percent)
         target = Target(model, blocks, start_percent, end_percent)
         region, where = _region(mask, target)
         intervention = TokenBias(label="Token Reweighting", blocks=target.blocks, steps=target.steps,
@@ -177,8 +204,14 @@ class ImportanceGuidanceNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, scale=None, start_percent=None, end_percent=None, threshold=None):
+        return queue_verdict(check_widgets, cls, scale=scale, start_percent=start_percent, end_percent=end_percent,
+                             threshold=threshold)
+
+    @classmethod
     def execute(cls, model, token_weights=None, scale=1.0, start_percent=0.0, end_percent=0.5,
                 threshold=DEFAULT_SUPPRESS_THRESHOLD) -> io.NodeOutput:
+        check_widgets(cls, scale=scale, start_percent=start_percent, end_percent=end_percent, threshold=threshold)
         target = Target(model, "all", start_percent, end_percent)
         header = f"Importance Guidance scale {scale:g}, extra pass on {target.where()}.\n"
         if token_weights is None:

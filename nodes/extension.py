@@ -9,6 +9,7 @@ from .attention_temperature import AttentionTemperatureNode
 from .dare import ImportanceGuidanceNode, TokenImportanceNode, TokenReweightNode
 from .inspector import AttentionInspectorNode, AttentionInspectorViewNode
 from .prompt import TokenFocusPromptNode
+from .save_token_weights import SaveTokenWeightsNode
 from .tora import ResidualAlignmentNode, TokenSpacingNode
 
 
@@ -21,6 +22,7 @@ class TokenFocusExtension(ComfyExtension):
             ResidualAlignmentNode,
             TokenFocusPromptNode,
             TokenImportanceNode,
+            SaveTokenWeightsNode,
             TokenReweightNode,
             ImportanceGuidanceNode,
             AttentionInspectorNode,

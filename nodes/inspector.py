@@ -14,12 +14,13 @@ from comfy_api.latest import io
 from ..core import charts
 from ..core.blocklist import format_blocks
 from ..core.inspector_view import (
-    DEFAULT_MAX_TOKENS, block_name, default_picks, display_label, gather, index_labels, parse_picks,
+    DEFAULT_MAX_TOKENS, MAX_PICKS, block_name, check_pick_spec, default_picks, display_label, gather, index_labels,
+    parse_picks,
 )
 from ..runtime.inspector import AttentionInspect, InspectorRecorder, InspectorSetup, patch_of
 from ..runtime.install import add_intervention
 from ..runtime.state import log
-from .common import CATEGORY, Target, block_and_step_inputs, model_input
+from .common import CATEGORY, Target, block_and_step_inputs, check_widgets, model_input, queue_verdict
 from .dare import TokenWeightsType, check_weights_fit
 
 InspectorType = io.Custom("TOKENFOCUS_INSPECTOR")
@@ -85,12 +86,15 @@ class AttentionInspectorNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, blocks=None, start_percent=None, end_percent=None, queries=None, prompt=None):
+        return queue_verdict(check_widgets, cls, blocks=blocks, start_percent=start_percent, end_percent=end_percent,
+                             queries=queries, prompt=prompt)
+
+    @classmethod
     def execute(cls, model, blocks, start_percent, end_percent, queries=256, heatmaps=True, prompt=POSITIVE,
                 token_weights=None) -> io.NodeOutput:
-        if prompt not in (POSITIVE, NEGATIVE):
-            raise ValueError(f"prompt must be '{POSITIVE}' or '{NEGATIVE}', got {prompt!r}")
-        if not 1 <= int(queries) <= 65536:
-            raise ValueError(f"queries must be between 1 and 65536, got {queries}")
+        check_widgets(cls, blocks=blocks, start_percent=start_percent, end_percent=end_percent, queries=queries,
+                      prompt=prompt)
         target = Target(model, blocks, start_percent, end_percent)
         if token_weights is not None:
             check_weights_fit(token_weights, target)
@@ -140,10 +144,11 @@ class AttentionInspectorViewNode(io.ComfyNode):
                 io.String.Input(
                     "tokens", default="", multiline=False,
                     tooltip="Which tokens to show: words or phrases of the prompt (needs token_weights on the inspector) "
-                    "and/or row numbers and ranges, e.g. 'sunflower, red hat, 12, 40-42'. Empty = the most heavily "
-                    "weighted words, else the words with the largest share of the attention.",
+                    f"and/or row numbers and ranges, e.g. 'sunflower, red hat, 12, 40-42'; at most {MAX_PICKS} (a range "
+                    "counts each row). Empty = the most heavily weighted words, else the words with the largest share "
+                    "of the attention.",
                 ),
-                io.Int.Input("max_tokens", default=DEFAULT_MAX_TOKENS, min=1, max=16,
+                io.Int.Input("max_tokens", default=DEFAULT_MAX_TOKENS, min=1, max=MAX_PICKS,
                              tooltip="How many tokens to show when 'tokens' is empty."),
                 io.Latent.Input("latent", optional=True,
                                 tooltip="The sampler's output: connect it (or the image) so this node runs after sampling."),
@@ -159,7 +164,12 @@ class AttentionInspectorViewNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, tokens=None, max_tokens=None):
+        return queue_verdict(_check_view_inputs, cls, tokens, max_tokens)
+
+    @classmethod
     def execute(cls, inspector, tokens="", max_tokens=DEFAULT_MAX_TOKENS, latent=None, image=None) -> io.NodeOutput:
+        _check_view_inputs(cls, tokens, max_tokens)
         if latent is None and image is None:
             raise ValueError(
                 "Attention Inspector View: connect the sampler's LATENT or the decoded IMAGE, so that this node runs "
@@ -170,6 +180,12 @@ class AttentionInspectorViewNode(io.ComfyNode):
         heat, shares, entropy, summary = render(inspector.snapshot(), tokens, int(max_tokens), image)
         as_image = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None]  # noqa: E731
         return io.NodeOutput(as_image(heat), as_image(shares), as_image(entropy), summary)
+
+
+def _check_view_inputs(cls, tokens, max_tokens) -> None:
+    check_widgets(cls, max_tokens=max_tokens)
+    if tokens is not None:
+        check_pick_spec(tokens)
 
 
 # ---------------------------------------------------------------------------------------------- drawing
@@ -252,16 +268,9 @@ def _heatmaps(data, gathered, picks, image):
                      + (f"\nmost in frame {peak_frame * grid.factors[0]}" if frames > 1 else ""))
         lines.append(f"{pick.label}: attention per query peak {100 * values.max():.3g}%, mean {100 * values.mean():.3g}%"
                      + (f", most in latent frame {peak_frame * grid.factors[0]}" if frames > 1 else ""))
-    backdrop = None
-    backdrop_frame = None
-    if image is not None and isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[-1] >= 3:
-        backdrop = image[..., :3].detach().float().clamp(0, 1).cpu().numpy()
-        count = backdrop.shape[0]
-        latent_frames = grid.tokens[0]
-
-        def backdrop_frame(t):
-            first = min(t * grid.factors[0], latent_frames - 1)
-            return 0 if latent_frames <= 1 else min(count - 1, round(first * (count - 1) / (latent_frames - 1)))
+    backdrop, backdrop_frame = _backdrop(image, grid, frames)
+    if isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[0] == 0:
+        lines.append("the IMAGE has no frames: heatmaps drawn without it")
 
     title = (f"Where each token is attended ({_scope(data, gathered)})\n"
              f"attention of each image query to the token, mean over heads, blocks and steps; "
@@ -271,6 +280,27 @@ def _heatmaps(data, gathered, picks, image):
     picture = charts.heatmap_picture(np.stack(maps), [p.label for p in picks], notes, title, backdrop, backdrop_frame,
                                      aspect_hw=None if backdrop is not None else grid.tokens[1] / grid.tokens[2])
     return picture, lines
+
+
+def _backdrop(image, grid, map_frames: int):
+    """The decoded frames under the heatmap columns that are shown, and which of them goes under map frame t.
+    Only those frames (at most charts.MAX_FRAMES) are copied, each cut by an integer stride to at most
+    charts.BACKDROP_SIDE pixels a side before it becomes float: a long or large video is never copied whole.
+    No usable IMAGE (none, not [N, H, W, C], no frames): (None, None)."""
+    if not (isinstance(image, torch.Tensor) and image.ndim == 4 and image.shape[-1] >= 3 and min(image.shape[:3]) > 0):
+        return None, None
+    count, latent_frames = image.shape[0], grid.tokens[0]
+
+    def source(t):
+        first = min(t * grid.factors[0], latent_frames - 1)
+        return 0 if latent_frames <= 1 else min(count - 1, round(first * (count - 1) / (latent_frames - 1)))
+
+    columns = charts.shown_frames(map_frames)
+    stride = max(1, -(-max(image.shape[1], image.shape[2]) // charts.BACKDROP_SIDE))
+    index = torch.tensor([source(t) for t in columns], device=image.device)
+    frames = image.detach()[:, ::stride, ::stride, :3].index_select(0, index).float().clamp(0, 1).cpu().numpy()
+    position = {t: i for i, t in enumerate(columns)}
+    return frames, position.__getitem__
 
 
 def _share_chart(data, gathered, picks):

@@ -6,7 +6,7 @@ from comfy_api.latest import io
 from ..core.spacing import MODES
 from ..runtime.text_edits import ResidualAlignment, TokenSpacing
 from .dare import TokenWeightsType, check_weights_fit
-from .common import CATEGORY, Target, block_and_step_inputs, finish, model_input, report_output
+from .common import CATEGORY, Target, block_and_step_inputs, check_widgets, finish, model_input, queue_verdict, report_output
 
 RECONSTRUCTED = (
     "Reconstructed from the paper's description (TORA, 'Rare Text Semantics Were Always There in Your "
@@ -75,10 +75,16 @@ class TokenSpacingNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, sigma=None, k_mode=None, fixed_k=None, blocks=None, start_percent=None, end_percent=None,
+                        apply_to=None):
+        return queue_verdict(check_widgets, cls, sigma=sigma, k_mode=k_mode, fixed_k=fixed_k, blocks=blocks,
+                             start_percent=start_percent, end_percent=end_percent, apply_to=apply_to)
+
+    @classmethod
     def execute(cls, model, sigma, k_mode, fixed_k, blocks, start_percent, end_percent, apply_to="cond and uncond",
                 token_weights=None) -> io.NodeOutput:
-        _check_choice("k_mode", k_mode, MODES)
-        _check_choice("apply_to", apply_to, ("cond and uncond", "cond only"))
+        check_widgets(cls, sigma=sigma, k_mode=k_mode, fixed_k=fixed_k, blocks=blocks, start_percent=start_percent,
+                      end_percent=end_percent, apply_to=apply_to)
         target = Target(model, blocks, start_percent, end_percent)
         positive_real, padding = _padding(target, token_weights)
         intervention = TokenSpacing(
@@ -126,9 +132,15 @@ class ResidualAlignmentNode(io.ComfyNode):
         )
 
     @classmethod
+    def validate_inputs(cls, strength=None, k_mode=None, fixed_k=None, blocks=None, start_percent=None, end_percent=None):
+        return queue_verdict(check_widgets, cls, strength=strength, k_mode=k_mode, fixed_k=fixed_k, blocks=blocks,
+                             start_percent=start_percent, end_percent=end_percent)
+
+    @classmethod
     def execute(cls, model, strength, k_mode, fixed_k, blocks, start_percent, end_percent, token_weights=None,
                 negative=None) -> io.NodeOutput:
-        _check_choice("k_mode", k_mode, ("auto", "fixed"))
+        check_widgets(cls, strength=strength, k_mode=k_mode, fixed_k=fixed_k, blocks=blocks, start_percent=start_percent,
+                      end_percent=end_percent)
         target = Target(model, blocks, start_percent, end_percent)
         positive_real, padding = _padding(target, token_weights)
         intervention = ResidualAlignment(
@@ -156,7 +168,3 @@ def _reference(negative):
     inputs = {"y": extras.get("pooled_output"), "attention_mask": extras.get("attention_mask")}
     return context, {key: value for key, value in inputs.items() if value is not None}
 
-
-def _check_choice(name, value, options):
-    if value not in options:
-        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")

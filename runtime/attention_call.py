@@ -98,12 +98,15 @@ class KeyBias:
                                           query, 0 for the others, a region mask's value in between)
 
     The widened copies are made a group of heads at a time, written straight into the layout the backend
-    reads, and each group's output goes straight into the call's output: the copies never hold more than
-    WIDENED_BUDGET bytes (or one head), so the memory they add does not grow with the image.
+    reads, and each group's output goes straight into the call's output. A group's copies hold at most
+    max(WIDENED_BUDGET, WIDENED_SHARE of the call's q, k and v) bytes (or one head): the memory they add is a
+    bounded fraction of what the call already holds, and a long video still takes a handful of backend calls
+    (Wan 14B at 720p, 81 frames: 5), not one per head.
     """
 
     PAD = 8
     WIDENED_BUDGET = 32 * 2 ** 20
+    WIDENED_SHARE = 0.5
 
     # It holds no reference to its call: call -> bias -> call would be a cycle that keeps the call's q, k
     # and v alive until the garbage collector runs, well into the rest of the block.
@@ -126,7 +129,9 @@ class KeyBias:
         b, heads, lq, d = q.shape
         # q', and the group's output, for the queries; k' and v' for the keys.
         per_head = b * (2 * lq + 2 * k.shape[2]) * (d + self.PAD) * q.element_size()
-        return max(1, min(heads, self.WIDENED_BUDGET // per_head))
+        call_bytes = (q.numel() + 2 * k.numel()) * q.element_size()      # v has k's shape
+        budget = max(self.WIDENED_BUDGET, int(self.WIDENED_SHARE * call_bytes))
+        return max(1, min(heads, budget // per_head))
 
     def run(self, call: "AttentionCall", backend) -> torch.Tensor:
         q, k, v = call.query_heads(), call.key_heads(), call._as_heads(call.args[2])

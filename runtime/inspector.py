@@ -140,6 +140,9 @@ class InspectorRecorder:
         self.setup = setup
         self._run = None
         self._reset()
+        # Measuring is data-dependent bookkeeping: run eagerly under torch.compile. Wrapped here, when the
+        # node runs, not by a decorator: that would import torch._dynamo (~2 s) whenever ComfyUI starts.
+        self.observe = torch.compiler.disable(self._observe)
 
     def __deepcopy__(self, memo):
         # Shared on purpose: ModelPatcher.clone deep-copies model_options, and every copy of the model must
@@ -172,8 +175,7 @@ class InspectorRecorder:
 
     # ------------------------------------------------------------------------------------------ recording
 
-    @torch.compiler.disable  # measuring is data-dependent bookkeeping: run it eagerly under torch.compile
-    def observe(self, call) -> None:
+    def _observe(self, call) -> None:
         ctx = call.ctx
         plan = ctx.plan
         self._enter_run(plan.run)

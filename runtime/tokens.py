@@ -22,12 +22,11 @@ import json
 import numbers
 import weakref
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..core.prompt_syntax import char_weights, escaped, plain_text, rows_from_chars
 from ..core.importance import (
     BYTE_BPE, CLIP_BPE, EMBEDDING_LABEL, PAD_LABEL, SENTENCEPIECE, TokenWeights, align_table, combine,
-    density_weights, find_phrase, load_table, parse_weight_spec, rank_log_prob,
+    density_weights, find_phrase, parse_weight_spec, rank_log_prob,
 )
 
 # Layouts by text encoder; which model families each conditions is said by the family modules (families/).
@@ -316,7 +315,7 @@ def build_token_weights(clip, text: str, named_spec: str = "", use_density: bool
     named_spec: 'sunflower:2, red hat:1.5' (core.importance.parse_weight_spec); every occurrence, in every
     segment, is weighted; a phrase found nowhere is a ValueError listing the prompt's tokens.
     use_density: multiply in the automatic semantic-density estimate, range [low, high].
-    table: a TokenWeights or the path of a table saved by save_table for this same prompt and encoder.
+    table: a TokenWeights saved for this same prompt and encoder (runtime.table_folder.load_table reads one).
     Sources multiply (core.importance.combine); padding and special rows stay 1.
     """
     layout = context_layout(clip, text)
@@ -333,8 +332,6 @@ def build_token_weights(clip, text: str, named_spec: str = "", use_density: bool
 
     table_weights = None
     if table is not None:
-        if isinstance(table, (str, Path)):
-            table = load_table(table)
         table_weights = align_table(table, labels, real, layout.encoder)
 
     weights = combine(real, density=density, named=named, table=table_weights)

@@ -9,7 +9,7 @@ from comfy_env import REPO_ROOT
 NODE_IDS = {
     "TokenFocus_AttentionTemperature", "TokenFocus_TokenSpacing", "TokenFocus_ResidualAlignment",
     "TokenFocus_TokenImportance", "TokenFocus_TokenReweight", "TokenFocus_ImportanceGuidance",
-    "TokenFocus_AttentionInspector", "TokenFocus_AttentionInspectorView",
+    "TokenFocus_AttentionInspector", "TokenFocus_AttentionInspectorView", "TokenFocus_SaveTokenWeights",
 }
 
 

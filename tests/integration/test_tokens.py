@@ -19,7 +19,8 @@ import pytest
 import torch
 from comfy_env import host_lacks
 
-from tokenfocus.core.importance import TokenWeights, save_table
+from tokenfocus.core.importance import TokenWeights
+from tokenfocus.core.token_tables import parse_table, table_bytes
 from tokenfocus.runtime.tokens import build_token_weights, context_layout, llama_prompt_span, token_rows
 
 TINY_CLIP = {"num_hidden_layers": 3, "hidden_size": 8, "intermediate_size": 8, "num_attention_heads": 1,
@@ -239,14 +240,13 @@ def test_wan_density_orders_words(wan_clip):
 
 # ---------------------------------------------------------------- tables and the one call
 
-def test_table_round_trip_through_build(flux_clip, tmp_path):
+def test_table_round_trip_through_build(flux_clip):
     made = build_token_weights(flux_clip, PROMPT, "sky:2", use_density=True)
-    path = tmp_path / "w.safetensors"
-    save_table(path, made)
-    again = build_token_weights(flux_clip, PROMPT, table=str(path))
+    saved = parse_table(table_bytes(made))
+    again = build_token_weights(flux_clip, PROMPT, table=saved)
     assert again.weights == made.weights
     with pytest.raises(ValueError, match="does not match this prompt|rows"):
-        build_token_weights(flux_clip, "a different prompt entirely", table=path)
+        build_token_weights(flux_clip, "a different prompt entirely", table=saved)
 
 
 def test_no_sources_is_neutral(wan_clip):

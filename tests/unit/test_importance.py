@@ -2,11 +2,10 @@ import math
 
 import pytest
 import torch
-from safetensors.torch import save_file
 
 from tokenfocus.core.importance import (
     CLIP_BPE, DEFAULT_NAMED_WEIGHT, SENTENCEPIECE, TokenWeights, align_table, combine, density_weights,
-    find_phrase, load_table, parse_weight_spec, rank_log_prob, save_table, split_words, word_zipf,
+    find_phrase, parse_weight_spec, rank_log_prob, split_words, word_zipf,
 )
 
 
@@ -229,46 +228,3 @@ def test_describe_truncates():
     tw = TokenWeights(labels=[f"▁w{i}" for i in range(n)], weights=[1.0] * n, real=[True] * n, encoder="t5xxl", prompt="")
     text = tw.describe(max_rows=4)
     assert "▁w3" in text and "▁w4" not in text and "6 more tokens" in text
-
-
-# ---------------------------------------------------------------- tables on disk
-
-def test_table_round_trip(tmp_path):
-    tw = sample_weights(prompt='a "red" hat — ünïcode')
-    path = tmp_path / "weights.safetensors"
-    save_table(path, tw)
-    assert load_table(path) == tw
-
-
-@pytest.mark.parametrize("content", [b"", b"not a safetensors file at all", b"\x80\x04\x95pickle"])
-def test_load_rejects_non_safetensors(tmp_path, content):
-    path = tmp_path / "bad.safetensors"
-    path.write_bytes(content)
-    with pytest.raises(ValueError, match="not a readable safetensors"):
-        load_table(path)
-
-
-def test_load_rejects_foreign_or_inconsistent_safetensors(tmp_path):
-    foreign = tmp_path / "foreign.safetensors"
-    save_file({"weights": torch.ones(3)}, str(foreign))
-    with pytest.raises(ValueError, match="format"):
-        load_table(foreign)
-
-    inconsistent = tmp_path / "inconsistent.safetensors"
-    save_table(inconsistent, sample_weights())
-    from safetensors import safe_open
-    with safe_open(str(inconsistent), framework="pt") as f:
-        metadata = f.metadata()
-    save_file({"weights": torch.ones(2)}, str(inconsistent), metadata=metadata)
-    with pytest.raises(ValueError, match="one label"):
-        load_table(inconsistent)
-
-    bad_json = tmp_path / "bad_json.safetensors"
-    save_file({"weights": torch.ones(5)}, str(bad_json), metadata={**metadata, "labels": "[unterminated"})
-    with pytest.raises(ValueError, match="metadata"):
-        load_table(bad_json)
-
-
-def test_load_missing_file(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        load_table(tmp_path / "absent.safetensors")

@@ -82,6 +82,7 @@ def biased_call(style, budget_heads=None, mask=None, positional_mask=False):
     key_bias = call.pending_key_bias
     if budget_heads is not None:      # a budget that holds exactly this many heads' widened copies
         key_bias.WIDENED_BUDGET = budget_heads * B * (2 * LQ + 2 * LK) * (D + KeyBias.PAD) * q.element_size()
+        key_bias.WIDENED_SHARE = 0.0
     biased = torch.zeros(B, LQ, dtype=torch.bool)
     biased[1] = queries
     per_sample_bias = torch.zeros(B, LK)
@@ -133,8 +134,27 @@ def test_the_widened_copies_are_bounded_by_the_budget_not_the_image():
     per_head = 1 * (2 * 4096 + 2 * 16) * (8 + KeyBias.PAD) * 4
     assert key_bias.heads_per_group(call.query_heads(), call.key_heads()) == min(64, KeyBias.WIDENED_BUDGET // per_head)
     assert key_bias.heads_per_group(call.query_heads(), call.key_heads()) * per_head <= KeyBias.WIDENED_BUDGET
-    key_bias.WIDENED_BUDGET = per_head // 2          # one head is over the budget: still one head a call
+    key_bias.WIDENED_BUDGET, key_bias.WIDENED_SHARE = per_head // 2, 0.0   # one head over the budget: one a call
     assert key_bias.heads_per_group(call.query_heads(), call.key_heads()) == 1
+
+
+@pytest.mark.parametrize("name, heads, queries, keys", [
+    ("Wan 14B 720p 81 frames, text cross-attention", 40, 75600, 512),
+    ("Wan 14B 480p 81 frames, text cross-attention", 40, 32760, 512),
+    ("HunyuanVideo 720p 129 frames, joint attention", 24, 119040, 119040 + 256),
+])
+def test_a_video_call_takes_a_handful_of_groups_and_a_bounded_share_of_memory(name, heads, queries, keys):
+    """Sized relative to the call: at video lengths a few groups of heads, each group's widened copies at
+    most half of what the call's q, k and v hold (the fixed 32 MiB of before meant one head a group)."""
+    d, element = 128, 2                                          # bf16
+    q = torch.empty(1, heads, queries, d, dtype=torch.bfloat16, device="meta")
+    k = torch.empty(1, heads, keys, d, dtype=torch.bfloat16, device="meta")
+    group = KeyBias.heads_per_group(KeyBias.__new__(KeyBias), q, k)
+    groups = -(-heads // group)
+    widened = group * (2 * queries + 2 * keys) * (d + KeyBias.PAD) * element
+    call_bytes = heads * (queries + 2 * keys) * d * element
+    assert groups <= 6, f"{name}: {groups} groups"
+    assert widened <= max(KeyBias.WIDENED_BUDGET, 0.5 * call_bytes), name
 
 
 def test_a_biased_call_frees_its_inputs_without_the_garbage_collector():

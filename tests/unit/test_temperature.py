@@ -1,6 +1,8 @@
 import torch
 
-from tokenfocus.core.temperature import adaptive_gamma, attention_entropy, logit_spread, qk_factors
+from tokenfocus.core.temperature import (
+    CHUNK_FLOOR, MAX_CHUNKS, adaptive_gamma, attention_entropy, logit_spread, qk_factors,
+)
 
 
 def attention(q, k, v):
@@ -48,3 +50,44 @@ def test_adaptive_gamma_is_monotone_and_neutral_at_one():
     assert torch.all(gammas[:-1] >= gammas[1:])
     assert abs(float(gammas[2]) - 1.35) < 1e-6
     assert torch.equal(adaptive_gamma(1.0, spread), torch.ones(5))
+
+
+class LargestFloat32Tensor:
+    """Records the largest float32 tensor any torch op creates while active (a dispatch mode)."""
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        record = self
+
+        class Mode(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                out = func(*args, **(kwargs or {}))
+                for t in out if isinstance(out, (tuple, list)) else (out,):
+                    if isinstance(t, torch.Tensor) and t.dtype == torch.float32:
+                        record.largest = max(record.largest, t.untyped_storage().nbytes())
+                return out
+
+        self.largest = 0
+        self.mode = Mode()
+        self.mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.mode.__exit__(*exc)
+
+
+def test_logit_spread_of_a_long_bf16_call_makes_no_full_float32_copy():
+    """Adaptive temperature at video lengths: the moments are taken a chunk of rows at a time, so no float32
+    copy of q or k exists (a full one of this q is 64 MiB, twice the bf16 q)."""
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 4, 65536, 64, generator=g).to(torch.bfloat16)      # 32 MiB as bf16
+    k = torch.randn(1, 4, 65536, 64, generator=g).to(torch.bfloat16)
+    with LargestFloat32Tensor() as seen:
+        chunked = logit_spread(q, k)
+    full_copy = q.numel() * 4
+    assert seen.largest <= max(CHUNK_FLOOR, full_copy // MAX_CHUNKS) < full_copy
+    q32, k32 = q.double(), k.double()
+    exact = ((k32 - k32.mean(-2, keepdim=True)).transpose(-1, -2) @ (k32 - k32.mean(-2, keepdim=True)) / k.shape[-2]
+             * (q32.transpose(-1, -2) @ q32 / q.shape[-2])).sum((-1, -2)).div(64).sqrt()
+    torch.testing.assert_close(chunked.double(), exact, rtol=1e-4, atol=0)
