@@ -279,8 +279,17 @@ def test_template_browser_shows_the_workflows_under_the_pack(session):
         session.run(session.browser.wait_for(f"document.body.innerText.includes({json.dumps(name)})", 30))
 
 
+def serves_template_files(session) -> bool:
+    status, _ = http(f"{session.server.url}/api/workflow_templates/{PACK_NAME}/{NAMES[0]}.json")
+    return status == 200
+
+
 def test_no_page_error_comes_from_the_pack(session):
     ours = [e for e in session.browser.exceptions + session.browser.console if "TokenFocus" in e or PACK_NAME in e]
+    if not serves_template_files(session):
+        # The template browser asks for each template's thumbnail from the route this ComfyUI does not serve
+        # (see the template test): the host's missing route, not the pack's error.
+        ours = [e for e in ours if f"/api/workflow_templates/{PACK_NAME}/" not in e]
     assert ours == []
 
 
