@@ -564,7 +564,7 @@ def main(argv=None):
         budget=args.budget or (16.0 if args.quick else 40.0 if cpu else 120.0), min_rounds=4 if args.quick else 3,
         compile=not (args.quick or args.no_compile), compile_steps=3,
         compile_backend=args.compile_backend or ("eager" if cpu else "inductor"),
-        comfy_version=getattr(importlib.import_module("comfyui_version"), "__version__", "?"),
+        comfy_version=comfy_env.comfyui_version(comfy_env.find_comfyui()) or "?",
     )
     memory = measure.PeakMemory(device)
     # TokenFocus logs what it touched (INFO) and some warnings once per sampling run: hundreds of runs here.

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import torch
 
 from comfy_env import import_comfyui
-from tiny_models import _cond, _generator, _init_weights, _randn
+from tiny_models import _cond, _generator, _init_weights, _randn, with_installed_params
 from tiny_models import _text as tiny_text
 
 TEXT_WIDTH = 4096  # T5-XXL, umT5-XXL and Llama hidden states (tiny_models shrinks it to 64)
@@ -57,6 +57,7 @@ def build_patcher(class_name: str, unet_config: dict, dtype: torch.dtype, seed: 
     env = import_comfyui()
     mm = env.comfy.model_management
     cls = getattr(env.comfy.supported_models, class_name)
+    unet_config = with_installed_params(class_name, unet_config)
     assert cls.matches(unet_config), f"{class_name} does not match {unet_config}"
     model_config = cls(unet_config)
     model_config.set_inference_dtype(dtype, None)

@@ -52,6 +52,11 @@ NODE_CLASS_MAPPINGS = {"UpscaleModelLoader": UpscaleModelLoader}
 '''
 
 
+# Frontend extensions of a packaged ComfyUI (not upstream's) that load their code from a CDN when the page
+# starts; without a network they throw inside the app's setup and the graph never appears. Answered empty.
+REMOTE_CODE_EXTENSIONS = ("/extensions/comfy_extras.nodes.nodes_eval/",)
+
+
 def find_chromium() -> str | None:
     for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
         if name and shutil.which(name):
@@ -63,6 +68,16 @@ def missing_server_packages() -> list[str]:
     import importlib.util
 
     return [name for name in SERVER_PACKAGES if importlib.util.find_spec(name) is None]
+
+
+def server_entry(comfyui: Path) -> list[str] | None:
+    """How to start the server of this ComfyUI tree: upstream's `main.py`, or the `comfy.cmd.main` module of a
+    pip-packaged ComfyUI (no main.py; its server lives in the package). None: the tree has no server."""
+    if (comfyui / "main.py").is_file():
+        return ["main.py"]
+    if (comfyui / "comfy" / "cmd" / "main.py").is_file():
+        return ["-m", "comfy.cmd.main"]
+    return None
 
 
 def free_port() -> int:
@@ -107,10 +122,14 @@ class ComfyServer:
         settings.parent.mkdir(parents=True)
         # No first-run template dialog; no workflow restored on reload (a fresh page is a fresh graph).
         settings.write_text(json.dumps({"Comfy.TutorialCompleted": True, "Comfy.PersistWorkflow": False}))
-        cmd = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [sys.executable, *server_entry(self.comfyui), "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base), "--disable-auto-launch"]
+        if not (self.comfyui / "main.py").is_file():  # a packaged ComfyUI: its modules come from the tree itself
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(self.comfyui), env.get("PYTHONPATH")]))
         if self.front_end_root:
             cmd += ["--front-end-root", self.front_end_root]
+        if os.environ.get("TOKENFOCUS_FRONTEND_PACKAGE"):  # a `pip install --target` folder with another frontend
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.environ["TOKENFOCUS_FRONTEND_PACKAGE"], env.get("PYTHONPATH")]))
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(cmd, cwd=self.comfyui, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -175,6 +194,7 @@ class Browser:
         self._reader = asyncio.create_task(self._read())
         for domain in ("Page", "Runtime"):
             await self.send(f"{domain}.enable")
+        await self.send("Fetch.enable", patterns=[{"urlPattern": "*"}])
         await self.send("Emulation.setDeviceMetricsOverride", width=self.size[0], height=self.size[1],
                         deviceScaleFactor=1, mobile=False)
 
@@ -183,11 +203,24 @@ class Browser:
             data = json.loads(message.data)
             if "id" in data and data["id"] in self._waiting:
                 self._waiting.pop(data["id"]).set_result(data)
+            elif data.get("method") == "Fetch.requestPaused":
+                asyncio.ensure_future(self._answer(data["params"]))
             elif data.get("method") == "Runtime.consoleAPICalled" and data["params"]["type"] in ("error", "warning"):
                 self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in data["params"]["args"]))
             elif data.get("method") == "Runtime.exceptionThrown":
                 details = data["params"]["exceptionDetails"]
                 self.exceptions.append(details.get("exception", {}).get("description") or details.get("text", ""))
+
+    async def _answer(self, request: dict):
+        """Let loopback requests through; answer the rest with an empty body at once. This machine has no
+        network, and a page that waits on a remote script (a CDN, an update check) would hang its setup."""
+        url = request["request"]["url"]
+        local = url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:"))
+        if local and not any(part in url for part in REMOTE_CODE_EXTENSIONS):
+            await self.send("Fetch.continueRequest", requestId=request["requestId"])
+        else:
+            await self.send("Fetch.fulfillRequest", requestId=request["requestId"], responseCode=200, body="",
+                            responseHeaders=[{"name": "Content-Type", "value": "text/javascript"}])
 
     async def send(self, method: str, **params):
         ident = next(self._ids)

@@ -30,6 +30,17 @@ MODULES = (
 
 _env = None
 
+# The one reason a test against a real ComfyUI may skip when ComfyUI is required (CI): the host itself lacks
+# what the test needs (a file its source tree does not ship, a class or route it does not have).
+HOST_LACKS = "this ComfyUI lacks it:"
+
+
+def host_lacks(what):
+    """Skip the running test because the ComfyUI under test does not have `what`."""
+    import pytest
+
+    pytest.skip(f"{HOST_LACKS} {what}")
+
 
 def _is_comfyui(path):
     return (Path(path) / "comfy" / "model_patcher.py").is_file()
@@ -45,6 +56,19 @@ def find_comfyui():
     for root in _pack_roots():
         if _is_comfyui(root.parent.parent):
             return root.parent.parent.resolve()
+    return None
+
+
+def comfyui_version(root):
+    """The version a ComfyUI tree declares: upstream's comfyui_version.py, or a packaged tree's `comfy`
+    package. Read from the files, without importing them; None if neither declares one."""
+    import re
+
+    for path in (Path(root) / "comfyui_version.py", Path(root) / "comfy" / "__init__.py"):
+        if path.is_file():
+            found = re.search(r'__version__\s*=\s*"([^"]+)"', path.read_text())
+            if found:
+                return found.group(1)
     return None
 
 

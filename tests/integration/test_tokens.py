@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from comfy_env import host_lacks
 
 from tokenfocus.core.importance import TokenWeights, save_table
 from tokenfocus.runtime.tokens import build_token_weights, context_layout, llama_prompt_span, token_rows
@@ -254,8 +255,8 @@ def test_unsupported_layout_names_the_supported_ones(text_encoders):
 def test_hunyuan_video_with_real_llama_tokenizer(text_encoders):
     folder = Path(text_encoders.root) / "comfy" / "text_encoders" / "llama_tokenizer"
     if not (folder / "tokenizer.json").is_file():
-        pytest.skip(f"LLaMA tokenizer not available: {folder}/tokenizer.json is missing from this ComfyUI "
-                    f"tree (the crop is checked on hand-written id streams below)")
+        host_lacks(f"the LLaMA tokenizer file {folder}/tokenizer.json is missing from this source tree (the "
+                   f"crop is checked on hand-written id streams below)")
     te = text_encoders.hunyuan_video
     clip = make_clip(te.HunyuanVideoTokenizer(), te.hunyuan_video_clip()(model_options=TINY_OPTIONS))
     tw = build_token_weights(clip, "a red hat and a red car", "red:2")

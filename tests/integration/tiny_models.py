@@ -97,29 +97,33 @@ def _init_weights(module, seed):
 
 
 # Required parameters that newer ComfyUI versions added to a family's params dataclass, with the value
-# ComfyUI's own model detection gives for the original model of that class (Flux.1, HunyuanVideo 1.0).
-# Filled only where the installed class declares the field: feature detection, not a version check.
+# ComfyUI's own model detection gives for the original model of that class (Flux.1, HunyuanVideo 1.0), per
+# `comfy.supported_models` class. Filled only where the installed dataclass declares the field: feature
+# detection, not a version check.
 NEWER_REQUIRED_PARAMS = {
-    ("comfy.ldm.flux.model", "FluxParams"): {"txt_ids_dims": []},
-    ("comfy.ldm.hunyuan_video.model", "HunyuanVideoParams"): {
-        "use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False},
+    "Flux": ("comfy.ldm.flux.model", "FluxParams", {"txt_ids_dims": []}),
+    "HunyuanVideo": ("comfy.ldm.hunyuan_video.model", "HunyuanVideoParams",
+                     {"use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False}),
 }
 
 
-def with_installed_params(unet_config, params_module, params_class):
-    """unet_config plus the newer required fields that the installed `params_class` declares."""
+def with_installed_params(class_name, unet_config):
+    """unet_config plus the newer required fields that the installed params class of `class_name` declares."""
     import dataclasses
     import importlib
 
-    declared = {f.name for f in dataclasses.fields(getattr(importlib.import_module(params_module), params_class))}
-    extra = NEWER_REQUIRED_PARAMS.get((params_module, params_class), {})
-    return {**unet_config, **{k: v for k, v in extra.items() if k in declared and k not in unet_config}}
+    if class_name not in NEWER_REQUIRED_PARAMS:
+        return dict(unet_config)
+    module, params_class, values = NEWER_REQUIRED_PARAMS[class_name]
+    declared = {f.name for f in dataclasses.fields(getattr(importlib.import_module(module), params_class))}
+    return {**unet_config, **{k: v for k, v in values.items() if k in declared and k not in unet_config}}
 
 
 def _build_patcher(class_name, unet_config, seed):
     env = import_comfyui()
     mm = env.comfy.model_management
     cls = getattr(env.comfy.supported_models, class_name)
+    unet_config = with_installed_params(class_name, unet_config)
     assert cls.matches(unet_config), f"{class_name} does not match {unet_config}"
     model_config = cls(unet_config)
     model_config.set_inference_dtype(torch.float32, None)  # what load_diffusion_model does on a CPU
@@ -279,14 +283,12 @@ def _double_single(family, class_name, image_model, guidance, seed, video):
         text_len, neg_len, pad = PROMPT_TOKENS, NEGATIVE_TOKENS, None
         latent = torch.zeros(1, 16, 2, 8, 8)
         joint_order, segment = "img_txt", "llama"
-        unet_config = with_installed_params(unet_config, "comfy.ldm.hunyuan_video.model", "HunyuanVideoParams")
     else:  # Flux: T5 padded with pad tokens to min_length 256 (comfy/text_encoders/flux.py)
         unet_config.update({"patch_size": 2, "theta": 10000})
         text_len = neg_len = 256
         pad = "token"
         latent = torch.zeros(1, 16, 16, 16)
         joint_order, segment = "txt_img", "t5"
-        unet_config = with_installed_params(unet_config, "comfy.ldm.flux.model", "FluxParams")
     pos = _cond(_text(gen, text_len, PROMPT_TOKENS, pad), pooled_output=_randn(gen, 1, POOLED_DIM),
                 guidance=guidance)
     neg = _cond(_text(gen, neg_len, NEGATIVE_TOKENS, pad), pooled_output=_randn(gen, 1, POOLED_DIM),
