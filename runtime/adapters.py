@@ -14,6 +14,8 @@ from ..core.blocklist import DOUBLE
 from .interventions import CROSS_IMAGE, CROSS_TEXT, JOINT, SELF
 
 
+BLOCK_REPLACE, MARKED = "replace", "marked"
+
 
 def detect(model_patcher) -> "Adapter":
     """The adapter for a ModelPatcher's diffusion model (families.detect), kept here for existing imports."""
@@ -37,9 +39,12 @@ class ModelInputs:
     model call would cost the nodes that never need it (Attention Temperature, Reweighting).
     """
 
-    def __init__(self, text_rows: int, find_real_mask=None, image_tokens: int = 0):
+    def __init__(self, text_rows: int, find_real_mask=None, image_tokens: int = 0, text_tokens: int | None = None):
         self.text_rows = text_rows
         self.image_tokens = image_tokens          # Wan i2v: CLIP image tokens in front of the text
+        # Text tokens the blocks see, where the model pads the conditioning itself (Z-Image: to a multiple of
+        # 32); None = the blocks report it.
+        self.text_tokens = text_tokens
         self._find_real_mask = find_real_mask
         self._real_mask = None
 
@@ -94,6 +99,17 @@ class Adapter:
     # True where the kind of an attention call follows from its place in the block (the hook then counts
     # the calls); False where it follows from the query length alone.
     counts_calls = True
+
+    # How the runtime reaches the blocks: BLOCK_REPLACE = a patches_replace["dit"] hook per block; MARKED =
+    # the model sets transformer_options["block_index"] itself and offers only a patch after each block
+    # (patches["double_block"]), so attention calls are placed by that mark and block inputs are edited
+    # after the block before.
+    block_access = BLOCK_REPLACE
+
+    def conditioning_keys(self, text_keys: int, rows: int) -> slice | None:
+        """Where the `rows` rows of the positive conditioning sit among a call's `text_keys` text keys, or
+        None where they cannot be told apart (the weights do not fit this call)."""
+        return slice(0, rows) if text_keys == rows else None
 
     def classify(self, ctx, call_index: int | None, query_tokens: int) -> str | None:
         """The kind of an attention call inside a hooked block (the call_index-th, with query_tokens
@@ -200,6 +216,43 @@ class MMDiTAdapter(_JointTextViews, Adapter):
 
     def text_span(self, block, text_len, seq_len):
         return slice(0, text_len)
+
+
+@dataclass(frozen=True)
+class MarkedJointAdapter(_JointTextViews, Adapter):
+    """One attention call per block over [txt; img], on a model that marks its blocks itself and pads the
+    text conditioning up to a multiple of `text_multiple` tokens inside the model (1 = no padding).
+
+    Block inputs are edited after the block before (a post-block patch): block 0's input is out of reach.
+    """
+
+    counts_calls = False
+    block_access = MARKED
+    text_multiple: int = 1
+
+    def inspect_inputs(self, context, extra):
+        if context is None:
+            return ModelInputs(0)
+        batch, rows = context.shape[:2]
+        tokens = rows + (-rows) % self.text_multiple
+
+        def find_real():
+            real = torch.zeros(batch, tokens, dtype=torch.bool, device=context.device)
+            real[:, :rows] = True       # the rows past the conditioning are the model's pad token
+            return real
+
+        return ModelInputs(rows, find_real if tokens != rows else None, text_tokens=tokens)
+
+    def classify(self, ctx, call_index, query_tokens):
+        # The refiners before the blocks attend over the text alone or the image alone, and run before the
+        # model marks any block: a marked call longer than the text is the joint one.
+        return JOINT if ctx.text_len is not None and query_tokens > ctx.text_len else None
+
+    def text_span(self, block, text_len, seq_len):
+        return slice(0, text_len)
+
+    def conditioning_keys(self, text_keys, rows):
+        return slice(0, rows) if rows <= text_keys < rows + self.text_multiple else None
 
 
 @dataclass(frozen=True)

@@ -55,11 +55,14 @@ class TokenBias(Intervention):
             queries[key_slice] = False          # text queries keep their attention as it is
         else:
             return
-        if keys != n:
+        rows = ctx.adapter.conditioning_keys(keys, n)
+        if rows is None:
             ctx.plan.warn_once(f"{self.label}-rows-{keys}", (
                 f"{self.label}: {keys} text keys where the weights have {n} rows (a batch padded to a common "
                 "length?); left unweighted there"))
             return
+        # Text keys past the conditioning's rows (a pad the model adds itself) keep a zero bias.
+        key_slice = slice(key_slice.start + rows.start, key_slice.start + rows.stop)
         # Plain Python choices (which samples, skip or not): no data-dependent branch under torch.compile.
         samples = [b for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)) if not is_uncond]
         if not samples:

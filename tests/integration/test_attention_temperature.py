@@ -21,6 +21,8 @@ CASES = {
     "hunyuan_video": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
     "qwen_image": ("1", {("double_block", 1)}, {0}),                                # joint, [B, L, H*D]
     "chroma": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
+    "z_image": ("1", {("double_block", 1)}, {0}),                                   # marked by the model itself
+    "lumina2": ("0", {("double_block", 0)}, {0}),                                   # grouped-query attention
 }
 
 

@@ -8,7 +8,7 @@ import tiny_models as tm
 from recorders import AttentionRecorder
 
 STEPS = 4
-FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "z_image", "lumina2"]
 WEIGHTED_ROWS = (1, 3)      # two prompt tokens made important
 
 
@@ -52,7 +52,7 @@ def weighted_share(call, model, text_first):
     if model.joint_order is None:
         cols, image_queries = list(WEIGHTED_ROWS), slice(None)
     else:
-        n_txt = model.text_len
+        n_txt = model.text_tokens or model.text_len     # Z-Image pads its text inside the model
         offset = 0 if model.joint_order == "txt_img" else k4.shape[2] - n_txt
         cols = [offset + r for r in WEIGHTED_ROWS]
         image_queries = slice(n_txt, None) if model.joint_order == "txt_img" else slice(0, k4.shape[2] - n_txt)
@@ -73,7 +73,7 @@ def test_neutral_weights_are_bit_identical_and_real_ones_act(tiny, nodes, family
     assert torch.equal(sample_with(model, model.patcher), base)
 
 
-@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "qwen_image"])
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "qwen_image", "z_image"])
 def test_share_of_the_weighted_tokens_rises_with_strength(tiny, nodes, family):
     model = tiny(family)
     shares = []

@@ -9,6 +9,7 @@ import importlib
 import pytest
 import torch
 
+import comfy_env
 import tiny_models as tm
 
 NODE_SETTINGS = {
@@ -116,3 +117,40 @@ def test_every_tiny_model_is_served_by_a_family_module(tiny, family):
     adapter = detect(tiny(family).patcher)
     assert adapter.name in {f.name for f in FAMILIES}
     assert adapter.profile.variant and adapter.profile.encoder and adapter.profile.padding_note
+
+
+def next_dit(**params):
+    from comfy.ldm.lumina.model import NextDiT
+    import comfy.ops
+    config = {"patch_size": 2, "in_channels": 16, "dim": 64, "cap_feat_dim": tm.TEXT_DIM, "n_layers": 1,
+              "n_refiner_layers": 1, "qk_norm": True, "n_heads": 2, "n_kv_heads": 2, "axes_dims": [8, 12, 12],
+              "axes_lens": [300, 512, 512], "multiple_of": 32}
+    return NextDiT(**{**config, **params}, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
+
+
+def test_lumina2_is_served_where_comfyui_marks_its_blocks_and_refused_saying_why_where_not(comfy):
+    import inspect
+
+    from tokenfocus.families import detect
+    from comfy.ldm.lumina.model import NextDiT
+
+    patcher = patcher_around(next_dit())
+    if '"block_index"' in inspect.getsource(NextDiT._forward):
+        adapter = detect(patcher)
+        assert adapter.profile.variant == "Lumina 2 / Neta" and adapter.n_double == 1
+    else:
+        with pytest.raises(ValueError, match="Lumina 2 is not supported on this ComfyUI: .*mark its blocks"):
+            detect(patcher)
+
+
+def test_z_image_omni_is_refused_naming_it(comfy):
+    import inspect
+
+    from tokenfocus.families import detect
+    from comfy.ldm.lumina.model import NextDiT
+
+    if "siglip_feat_dim" not in inspect.signature(NextDiT.__init__).parameters:
+        comfy_env.host_lacks("Z-Image Omni (NextDiT's siglip_feat_dim)")
+    model = next_dit(dim=256, axes_dims=[32, 48, 48], z_image_modulation=True, pad_tokens_multiple=32, siglip_feat_dim=32)
+    with pytest.raises(ValueError, match="Z-Image Omni is not supported: .*SigLIP"):
+        detect(patcher_around(model))

@@ -53,6 +53,11 @@ def test_metadata_matches_what_the_blocks_see(tiny, family):
             return extra["original_block"](args)
         return patch
 
+    if model.block_access == "marked":
+        # No block-replace hook: the model marks its blocks and calls patches["double_block"] after each.
+        model.patcher.set_model_patch(lambda args: calls.append((
+            "double_block", args["block_index"], args["txt"].shape[1],
+            tuple(args["transformer_options"]["cond_or_uncond"]))) or {}, "double_block")
     for kind, count in (("double_block", model.double_blocks), ("single_block", model.single_blocks)):
         for i in range(count):
             model.patcher.set_model_patch_replace(recorder(kind, i), "dit", kind, i)
@@ -63,11 +68,15 @@ def test_metadata_matches_what_the_blocks_see(tiny, family):
     assert len({c[1] for c in calls if c[0] == "single_block"}) == model.single_blocks
     assert {c for call in calls for c in call[3]} == {0, 1}
     extra_rows = model.txt_layout[-1].stop - model.text_len  # Wan i2v: CLIP image rows before the text
+    multiple = model.unet_config.get("pad_tokens_multiple") or 1  # Z-Image pads the text inside the model
+    padded = lambda rows: rows + (-rows) % multiple
+    if model.text_tokens:
+        assert model.text_tokens == padded(model.text_len)
     for _, _, rows, cond_or_uncond in doubles:
         if cond_or_uncond == (1,):
-            assert rows == model.negative_text_len + extra_rows
+            assert rows == padded(model.negative_text_len) + extra_rows
         else:  # cond alone, or cond and uncond batched (equal lengths)
-            assert rows == model.text_len + extra_rows
+            assert rows == padded(model.text_len) + extra_rows
 
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f.startswith("wan")])

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from comfy_env import import_comfyui
+from comfy_env import host_lacks, import_comfyui
 
 TEXT_DIM = 64  # real: 4096 (T5 / Llama); the classes take the width as a parameter
 POOLED_DIM = 32  # real: 768 (CLIP-L, Flux/Hunyuan) or 2048 (CLIP-L+G, SD3)
@@ -54,6 +54,10 @@ class TinyModel:
     negative_text_len: int
     negative_real_tokens: int
     joint_order: str = None  # "txt_img" (SD3, Flux), "img_txt" (Hunyuan), None (Wan: cross attention)
+    # "replace": patches_replace["dit"] per block; "marked": the model sets transformer_options["block_index"]
+    # and calls patches["double_block"] after each block (Z-Image / Lumina 2 on ComfyUI 0.12)
+    block_access: str = "replace"
+    text_tokens: int = None  # text tokens the blocks see, where the model pads the text itself (Z-Image)
     x_block_layers: tuple = ()  # MMDiT-X blocks with an extra image-only self attention
     extras: dict = field(default_factory=dict)  # per-family notes (e.g. the CLIP vision tensor)
 
@@ -104,6 +108,7 @@ NEWER_REQUIRED_PARAMS = {
     "Flux": ("comfy.ldm.flux.model", "FluxParams", {"txt_ids_dims": []}),
     "HunyuanVideo": ("comfy.ldm.hunyuan_video.model", "HunyuanVideoParams",
                      {"use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False}),
+    "Chroma": ("comfy.ldm.chroma.model", "ChromaParams", {"txt_ids_dims": [], "vec_in_dim": None}),
 }
 
 
@@ -119,12 +124,15 @@ def with_installed_params(class_name, unet_config):
     return {**unet_config, **{k: v for k, v in values.items() if k in declared and k not in unet_config}}
 
 
-def _build_patcher(class_name, unet_config, seed):
+def _build_patcher(class_name, unet_config, seed, match=True):
+    """match=False: a class whose detection keys on a full-size width (ZImage: dim 3840) built at a tiny one."""
     env = import_comfyui()
     mm = env.comfy.model_management
-    cls = getattr(env.comfy.supported_models, class_name)
+    cls = getattr(env.comfy.supported_models, class_name, None)
+    if cls is None:
+        host_lacks(f"comfy.supported_models.{class_name}")
     unet_config = with_installed_params(class_name, unet_config)
-    assert cls.matches(unet_config), f"{class_name} does not match {unet_config}"
+    assert not match or cls.matches(unet_config), f"{class_name} does not match {unet_config}"
     model_config = cls(unet_config)
     model_config.set_inference_dtype(torch.float32, None)  # what load_diffusion_model does on a CPU
     model = model_config.get_model({}, "")
@@ -357,8 +365,57 @@ def chroma(seed=0):
     )
 
 
+def _next_dit(family, class_name, unet_config, seed, match=True):
+    # NextDiT (Z-Image, Lumina 2): the caption is unpadded text rows, cond and uncond differ in length. Its
+    # blocks are marked by the model itself (transformer_options["block_index"]), with a patch after each.
+    import inspect
+
+    env = import_comfyui()
+    source = inspect.getsource(env.comfy.ldm.lumina.model.NextDiT._forward)
+    if '"block_index"' not in source:
+        host_lacks("block marks (transformer_options['block_index']) and post-block patches in NextDiT")
+    gen = _generator(seed + 1)
+    pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None))
+    neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None))
+    patcher, model_config = _build_patcher(class_name, unet_config, seed, match=match)
+    multiple = unet_config.get("pad_tokens_multiple") or 1
+    layout = (Segment("text", 0, PROMPT_TOKENS, PROMPT_TOKENS),)
+    return TinyModel(
+        family=family, patcher=patcher, positive=pos, negative=neg, latent={"samples": torch.zeros(1, 16, 16, 16)},
+        unet_config=unet_config, model_config=model_config, double_blocks=unet_config["n_layers"], single_blocks=0,
+        text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, joint_order="txt_img",
+        block_access="marked", text_tokens=PROMPT_TOKENS + (-PROMPT_TOKENS) % multiple,
+    )
+
+
+def z_image(seed=0):
+    # Z-Image's keys as comfy/model_detection.py gives them, at dim 256 (its modulation takes a 256-wide
+    # timestep embedding: the least width). supported_models.ZImage matches only dim 3840: built unmatched.
+    unet_config = {
+        "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "cap_feat_dim": TEXT_DIM,
+        "n_layers": 2, "n_refiner_layers": 1, "qk_norm": True, "n_heads": 2, "n_kv_heads": 2,
+        "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512], "rope_theta": 256.0,
+        "ffn_dim_multiplier": 8.0 / 3.0, "multiple_of": 32, "z_image_modulation": True, "time_scale": 1000.0,
+        "pad_tokens_multiple": 32,
+    }
+    return _next_dit("z_image", "ZImage", unet_config, seed, match=False)
+
+
+def lumina2(seed=0):
+    # Lumina 2 (and Neta, same architecture): grouped-query attention (fewer k/v heads), no caption padding.
+    unet_config = {
+        "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 64, "cap_feat_dim": TEXT_DIM,
+        "n_layers": 2, "n_refiner_layers": 1, "qk_norm": True, "n_heads": 2, "n_kv_heads": 1,
+        "axes_dims": [8, 12, 12], "axes_lens": [300, 512, 512], "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0,
+        "multiple_of": 32,
+    }
+    return _next_dit("lumina2", "Lumina2", unet_config, seed)
+
+
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
-                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma)}
+                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, z_image,
+                                    lumina2)}
 
 
 def build(family, seed=0):
