@@ -7,6 +7,8 @@ export const FAMILIES = [
   {"key": "wan_small", "label": "Wan 2.1 1.3B / 2.2 5B", "name": "Wan", "double": 30, "single": 0, "files": [["wan", "1.3b"], ["wan", "5b"]]},
   {"key": "sd35_large", "label": "SD3.5 large", "name": "SD3 (MMDiT)", "double": 38, "single": 0, "files": [["sd3.5_large"]]},
   {"key": "sd3_medium", "label": "SD3 / SD3.5 medium", "name": "SD3 (MMDiT)", "double": 24, "single": 0, "files": [["sd3.5_medium"], ["sd3_medium"]]},
+  {"key": "flux2_dev", "label": "Flux.2 dev", "name": "Flux.2", "double": 8, "single": 48, "files": [["flux2", "dev"], ["flux2_dev"], ["flux.2", "dev"]]},
+  {"key": "flux2_klein", "label": "Flux.2 Klein", "name": "Flux.2", "double": 5, "single": 20, "files": [["flux2", "klein"], ["flux-2-klein"]]},
   {"key": "flux", "label": "Flux.1", "name": "Flux", "double": 19, "single": 38, "files": [["flux1-"], ["flux1_"]]},
   {"key": "chroma", "label": "Chroma", "name": "Chroma", "double": 19, "single": 38, "files": [["chroma"]]},
   {"key": "hunyuan_video", "label": "HunyuanVideo", "name": "HunyuanVideo", "double": 20, "single": 40, "files": [["hunyuan_video_t2v"], ["hunyuan_video_i2v"], ["hunyuan_video_image_to_video"]]},

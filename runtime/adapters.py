@@ -258,6 +258,19 @@ class MarkedJointAdapter(_JointTextViews, Adapter):
 @dataclass(frozen=True)
 class FluxAdapter(_JointTextViews, Adapter):
     text_first: bool = True
+    # True where ComfyUI pads the text with zero rows (Flux.2, up to 512 in front): those rows are not text.
+    zero_rows_are_padding: bool = False
+
+    def inspect_inputs(self, context, extra):
+        if not self.zero_rows_are_padding or context is None:
+            return super().inspect_inputs(context, extra)
+        return ModelInputs(context.shape[1], lambda: context.ne(0).any(dim=-1))
+
+    def conditioning_keys(self, text_keys, rows):
+        if not self.zero_rows_are_padding:
+            return super().conditioning_keys(text_keys, rows)
+        # The positive conditioning's rows, after the zero rows ComfyUI puts in front of them.
+        return slice(text_keys - rows, text_keys) if rows <= text_keys else None
 
     def classify(self, ctx, call_index, query_tokens):
         return JOINT if call_index == 0 else None

@@ -23,6 +23,7 @@ CASES = {
     "chroma": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
     "z_image": ("1", {("double_block", 1)}, {0}),                                   # marked by the model itself
     "lumina2": ("0", {("double_block", 0)}, {0}),                                   # grouped-query attention
+    "flux2": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
 }
 
 

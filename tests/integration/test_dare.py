@@ -8,7 +8,7 @@ import tiny_models as tm
 from recorders import AttentionRecorder
 
 STEPS = 4
-FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "z_image", "lumina2"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "z_image", "lumina2", "flux2"]
 WEIGHTED_ROWS = (1, 3)      # two prompt tokens made important
 
 
@@ -52,7 +52,7 @@ def weighted_share(call, model, text_first):
     if model.joint_order is None:
         cols, image_queries = list(WEIGHTED_ROWS), slice(None)
     else:
-        n_txt = model.text_tokens or model.text_len     # Z-Image pads its text inside the model
+        n_txt = model.text_tokens     # Z-Image pads its text inside the model
         offset = 0 if model.joint_order == "txt_img" else k4.shape[2] - n_txt
         cols = [offset + r for r in WEIGHTED_ROWS]
         image_queries = slice(n_txt, None) if model.joint_order == "txt_img" else slice(0, k4.shape[2] - n_txt)
@@ -164,3 +164,20 @@ def test_guidance_extra_pass_runs_the_model_as_patched(tiny, nodes):
         assert padded > d, "important tokens suppressed by the folded bias"
         unfolded = inner.q.view(b, length, heads, padded)[..., :d]
         assert scaled_by(outer.q.view(b, length, heads, d), unfolded, 1.35), "temperature still applied in the extra pass"
+
+
+@pytest.mark.parametrize("family", ["flux2", "z_image"])
+def test_weights_land_on_the_prompt_rows_where_the_model_pads_the_text_itself(tiny, nodes, family):
+    """Flux.2's conditioning sits after the zero rows ComfyUI puts in front of it, Z-Image's before the pad
+    rows the model appends: the weights (one per conditioning row) bias exactly the prompt's keys."""
+    model = tiny(family)
+    recorder = AttentionRecorder(model.double_blocks, model.single_blocks)
+    patched, _ = reweight(nodes, model, weights_for(model, nodes), patcher=recorder.before(model.patcher))
+    sample_with(model, recorder.after(patched))
+    first = next(i for o, i in recorder.pairs() if o.block == ("double_block", 0))
+    d = first.q.shape[-1] - 8                                   # the bias is folded into 8 extra head dims
+    cond = 1 if first.q.shape[0] == 2 else 0                    # batched [uncond, cond], or cond first alone
+    bias_column = first.k[cond, 0, :, d]
+    prompt = model.prompt_rows()
+    expected = [prompt.start + r for r in WEIGHTED_ROWS]
+    assert bias_column.nonzero().flatten().tolist() == expected

@@ -1,7 +1,7 @@
 """Which models TokenFocus serves, and a clear refusal (naming the variant and why) for the ones it does not.
 
 Variants that share a class with a served family (HunyuanImage 2.1 and HunyuanVideo 1.5 with HunyuanVideo, Flux.2
-with Flux.1) are told apart by their parameters; classes that cannot be hooked are refused with the reason.
+with Flux.1, served by its own module) are told apart by their parameters; classes that cannot be hooked are refused with the reason.
 Each is a tiny random-weight instance of ComfyUI's own class; skipped, saying why, where this ComfyUI lacks it.
 """
 import importlib
@@ -41,34 +41,18 @@ def patcher_around(diffusion_model):
 
 def hunyuan_video_variant(**params):
     module = importlib.import_module("comfy.ldm.hunyuan_video.model")
-    config = tm.with_installed_params({
+    config = tm.with_installed_params("HunyuanVideo", {
         "image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": tm.POOLED_DIM,
         "context_in_dim": tm.TEXT_DIM, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 1,
         "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 256, "qkv_bias": True, "guidance_embed": False,
         "patch_size": [1, 2, 2], "byt5": False, "meanflow": False,
-    }, "comfy.ldm.hunyuan_video.model", "HunyuanVideoParams")
+    })
     declared = {f.name for f in __import__("dataclasses").fields(module.HunyuanVideoParams)}
     missing = set(params) - declared
     if missing:
         pytest.skip(f"this ComfyUI's HunyuanVideo class has no {sorted(missing)}: the variant does not exist here")
     import comfy.ops
     return module.HunyuanVideo(**{**config, **params}, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
-
-
-def flux2():
-    module = importlib.import_module("comfy.ldm.flux.model")
-    import dataclasses
-
-    if "global_modulation" not in {f.name for f in dataclasses.fields(module.FluxParams)}:
-        pytest.skip("this ComfyUI's Flux class has no global_modulation: Flux.2 does not exist here")
-    import comfy.ops
-    config = tm.with_installed_params({
-        "image_model": "flux2", "in_channels": 16, "out_channels": 16, "vec_in_dim": None, "context_in_dim": tm.TEXT_DIM,
-        "hidden_size": 64, "mlp_ratio": 3.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
-        "axes_dim": [8, 8, 8, 8], "theta": 2000, "qkv_bias": False, "guidance_embed": False, "patch_size": 1,
-        "global_modulation": True, "mlp_silu_act": True, "ops_bias": False, "txt_ids_dims": [3],
-    }, "comfy.ldm.flux.model", "FluxParams")
-    return module.Flux(**config, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
 
 
 def pixart():
@@ -89,7 +73,6 @@ REFUSED = {
     "HunyuanImage 2.1": (lambda: hunyuan_video_variant(byt5=True), "HunyuanImage 2.1 is not supported.*ByT5"),
     "HunyuanVideo 1.5": (lambda: hunyuan_video_variant(vision_in_dim=32, use_cond_type_embedding=True, byt5=True),
                          "HunyuanVideo 1.5 is not supported.*vision and ByT5 rows"),
-    "Flux.2": (flux2, "Flux.2 is not supported.*left-padded"),
     "PixArt": (pixart, "cannot act on PixArt: .*copying its forward"),
     "HunyuanDiT": (hunyuan_dit, "cannot act on HunyuanDiT: .*transformer_options"),
 }
@@ -154,3 +137,14 @@ def test_z_image_omni_is_refused_naming_it(comfy):
     model = next_dit(dim=256, axes_dims=[32, 48, 48], z_image_modulation=True, pad_tokens_multiple=32, siglip_feat_dim=32)
     with pytest.raises(ValueError, match="Z-Image Omni is not supported: .*SigLIP"):
         detect(patcher_around(model))
+
+
+def test_flux2_is_told_apart_from_flux1_by_its_parameters_and_its_zero_rows_are_padding(tiny):
+    from tokenfocus.families import detect
+
+    flux1, flux2 = detect(tiny("flux").patcher), detect(tiny("flux2").patcher)
+    assert (flux1.name, flux1.profile.variant) == ("Flux", "Flux.1")
+    assert flux2.name == "Flux.2" and flux2.profile.variant == "Flux.2"   # tiny text width: no named variant
+    context = torch.cat([torch.zeros(1, 5, 4), torch.ones(1, 3, 4)], dim=1)    # left-padded as ComfyUI does
+    assert flux2.inspect_inputs(context, {}).real_mask.tolist() == [[False] * 5 + [True] * 3]
+    assert flux1.inspect_inputs(context, {}).real_mask is None

@@ -10,7 +10,7 @@ from recorders import BlockInputRecorder
 
 SIGMA, K, STEPS = 1.3, 2, 4
 FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma",
-            "z_image", "lumina2"]
+            "z_image", "lumina2", "flux2"]
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +48,15 @@ def text_rows(model, block, tokens, last_txt_rows):
     return text
 
 
+def only_prompt_rows(model, before, after, uncond):
+    """The prompt's rows of a sample's text before and after, checking that its padding rows were untouched."""
+    rows = model.prompt_rows(uncond)
+    pad = torch.ones(before.shape[0], dtype=torch.bool)
+    pad[rows] = False
+    assert torch.equal(before[pad], after[pad]), "padding rows changed"
+    return before[rows], after[rows]
+
+
 def centred_singular_values(x):
     return torch.linalg.svdvals((x - x.mean(0, keepdim=True)).double())
 
@@ -66,12 +75,10 @@ def test_spacing_keeps_the_mean_and_spreads_the_top_k_directions(tiny, nodes, fa
         text_before, text_after = text_rows(model, block, before, last_txt_rows), text_rows(model, block, after, last_txt_rows)
         for b in range(before.shape[0]):
             x, y = text_before[b], text_after[b]
-            if family.startswith("wan") or model.text_tokens:
-                # Wan's padding rows come from zero rows of the raw context, Z-Image's from the pad token the
-                # model appends: they must come back untouched.
-                n_real = model.real_tokens if cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 0 else model.negative_real_tokens
-                assert torch.equal(x[n_real:], y[n_real:]), "padding rows changed"
-                x, y = x[:n_real], y[:n_real]
+            if family.startswith("wan") or model.pads_text:
+                # Wan's and Flux.2's padding rows come from zero rows of the raw context, Z-Image's from the pad
+                # token the model appends: they must come back untouched.
+                x, y = only_prompt_rows(model, x, y, cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 1)
             assert torch.allclose(x.mean(0), y.mean(0), atol=1e-4), (block, "mean moved")
             s_before, s_after = centred_singular_values(x), centred_singular_values(y)
             assert torch.allclose(s_after[:K], s_before[:K] * SIGMA, rtol=1e-3), (block, s_before[:4], s_after[:4])
@@ -127,7 +134,8 @@ def test_wan_context_is_decomposed_once_per_run(tiny, nodes, monkeypatch):
     assert len(calls) == 2, "a new run starts with fresh caches"
 
 
-@pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "z_image", "lumina2"])
+@pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "z_image", "lumina2",
+                                    "flux2"])
 def test_alignment_rotates_the_residual_and_keeps_norms(tiny, nodes, family):
     model = tiny(family)
     marked = model.block_access == "marked"     # block 0's input is out of reach there: watch block 1
@@ -141,10 +149,8 @@ def test_alignment_rotates_the_residual_and_keeps_norms(tiny, nodes, family):
         for b in range(before.shape[0]):
             is_uncond = cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 1
             x, y = text_before[b], text_after[b]
-            if family.startswith("wan") or model.text_tokens:
-                n = model.negative_real_tokens if is_uncond else model.real_tokens
-                assert torch.equal(x[n:], y[n:])
-                x, y = x[:n], y[:n]
+            if family.startswith("wan") or model.pads_text:
+                x, y = only_prompt_rows(model, x, y, is_uncond)
             if is_uncond:
                 assert torch.equal(x, y), "uncond tokens are the reference, never rotated"
                 continue

@@ -57,9 +57,30 @@ class TinyModel:
     # "replace": patches_replace["dit"] per block; "marked": the model sets transformer_options["block_index"]
     # and calls patches["double_block"] after each block (Z-Image / Lumina 2 on ComfyUI 0.12)
     block_access: str = "replace"
-    text_tokens: int = None  # text tokens the blocks see, where the model pads the text itself (Z-Image)
+    # Where the model pads the conditioning itself: to a multiple (Z-Image: 32) or up to a length (Flux.2:
+    # 512, in front of the prompt, with zero rows).
+    pad_text_multiple: int = 1
+    pad_text_to: int = 0
     x_block_layers: tuple = ()  # MMDiT-X blocks with an extra image-only self attention
     extras: dict = field(default_factory=dict)  # per-family notes (e.g. the CLIP vision tensor)
+
+    @property
+    def pads_text(self):
+        return self.pad_text_multiple > 1 or self.pad_text_to > 0
+
+    def text_tokens_for(self, rows):
+        """Text tokens the blocks see for a conditioning of `rows` rows."""
+        return max(rows, self.pad_text_to) + (-max(rows, self.pad_text_to)) % self.pad_text_multiple
+
+    @property
+    def text_tokens(self):
+        return self.text_tokens_for(self.text_len)
+
+    def prompt_rows(self, uncond=False):
+        """The rows of the text the blocks see that hold the prompt (the rest is padding)."""
+        n = self.negative_real_tokens if uncond else self.real_tokens
+        rows = self.text_tokens_for(self.negative_text_len if uncond else self.text_len)
+        return slice(rows - n, rows) if self.pad_text_to else slice(0, n)
 
     def clone(self):
         """A copy with its own ModelPatcher clone (shared weights), for tests that add patches."""
@@ -365,6 +386,43 @@ def chroma(seed=0):
     )
 
 
+def flux2(seed=0):
+    # Flux.2 dev's keys as comfy/model_detection.py gives them, tiny. Its text comes unpadded from the Mistral
+    # template; model_base.Flux2 left-pads it with zero rows to 512, so the blocks see 512 rows, the prompt last.
+    import dataclasses as dc
+
+    env = import_comfyui()
+    if "global_modulation" not in {f.name for f in dc.fields(env.comfy.ldm.flux.model.FluxParams)}:
+        host_lacks("Flux.2 (FluxParams.global_modulation)")
+    unet_config = {
+        "image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None,
+        "context_in_dim": TEXT_DIM, "hidden_size": 64, "mlp_ratio": 3.0, "num_heads": 2, "depth": 2,
+        "depth_single_blocks": 2, "axes_dim": [8, 8, 8, 8], "theta": 2000, "qkv_bias": False,
+        "guidance_embed": True, "patch_size": 1, "global_modulation": True, "mlp_silu_act": True,
+        "ops_bias": False, "txt_ids_dims": [3], "default_ref_method": "index", "ref_index_scale": 10.0,
+    }
+    # The text encoders give no pooled vector (Flux's encode_adm still reads the key).
+    return _unpadded_text_model("flux2", "Flux2", unet_config, seed, torch.zeros(1, 128, 8, 8), 2, 2,
+                                dict(guidance=4.0, pooled_output=None), pad_text_to=512)
+
+
+def _unpadded_text_model(family, class_name, unet_config, seed, latent, doubles, singles, cond_extras=None,
+                         match=True, **fields):
+    """A joint [txt; img] model conditioned by unpadded text rows (cond and uncond differ in length)."""
+    gen = _generator(seed + 1)
+    extras = cond_extras or {}
+    pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None), **extras)
+    neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None), **extras)
+    patcher, model_config = _build_patcher(class_name, unet_config, seed, match=match)
+    layout = (Segment("text", 0, PROMPT_TOKENS, PROMPT_TOKENS),)
+    return TinyModel(
+        family=family, patcher=patcher, positive=pos, negative=neg, latent={"samples": latent},
+        unet_config=unet_config, model_config=model_config, double_blocks=doubles, single_blocks=singles,
+        text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, joint_order="txt_img", **fields,
+    )
+
+
 def _next_dit(family, class_name, unet_config, seed, match=True):
     # NextDiT (Z-Image, Lumina 2): the caption is unpadded text rows, cond and uncond differ in length. Its
     # blocks are marked by the model itself (transformer_options["block_index"]), with a patch after each.
@@ -374,19 +432,9 @@ def _next_dit(family, class_name, unet_config, seed, match=True):
     source = inspect.getsource(env.comfy.ldm.lumina.model.NextDiT._forward)
     if '"block_index"' not in source:
         host_lacks("block marks (transformer_options['block_index']) and post-block patches in NextDiT")
-    gen = _generator(seed + 1)
-    pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None))
-    neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None))
-    patcher, model_config = _build_patcher(class_name, unet_config, seed, match=match)
-    multiple = unet_config.get("pad_tokens_multiple") or 1
-    layout = (Segment("text", 0, PROMPT_TOKENS, PROMPT_TOKENS),)
-    return TinyModel(
-        family=family, patcher=patcher, positive=pos, negative=neg, latent={"samples": torch.zeros(1, 16, 16, 16)},
-        unet_config=unet_config, model_config=model_config, double_blocks=unet_config["n_layers"], single_blocks=0,
-        text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
-        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, joint_order="txt_img",
-        block_access="marked", text_tokens=PROMPT_TOKENS + (-PROMPT_TOKENS) % multiple,
-    )
+    return _unpadded_text_model(family, class_name, unet_config, seed, torch.zeros(1, 16, 16, 16),
+                                unet_config["n_layers"], 0, match=match, block_access="marked",
+                                pad_text_multiple=unet_config.get("pad_tokens_multiple") or 1)
 
 
 def z_image(seed=0):
@@ -415,7 +463,7 @@ def lumina2(seed=0):
 
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
                                     wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, z_image,
-                                    lumina2)}
+                                    lumina2, flux2)}
 
 
 def build(family, seed=0):
