@@ -373,6 +373,7 @@ def chroma(seed=0):
         "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 64,
         "hidden_dim": 32, "n_layers": 1,
     }
+    unet_config = with_installed_params("Chroma", unet_config)
     gen = _generator(seed + 1)
     pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
     neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
