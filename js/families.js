@@ -12,6 +12,8 @@ export const FAMILIES = [
   {"key": "flux", "label": "Flux.1", "name": "Flux", "double": 19, "single": 38, "files": [["flux1-"], ["flux1_"]]},
   {"key": "chroma", "label": "Chroma", "name": "Chroma", "double": 19, "single": 38, "files": [["chroma"]]},
   {"key": "hunyuan_video", "label": "HunyuanVideo", "name": "HunyuanVideo", "double": 20, "single": 40, "files": [["hunyuan_video_t2v"], ["hunyuan_video_i2v"], ["hunyuan_video_image_to_video"]]},
+  {"key": "hunyuan_video_15", "label": "HunyuanVideo 1.5", "name": "HunyuanVideo", "double": 54, "single": 0, "files": [["hunyuanvideo1.5"], ["hunyuan_video_1.5"]]},
+  {"key": "hunyuan_image_21", "label": "HunyuanImage 2.1", "name": "HunyuanVideo", "double": 20, "single": 40, "files": [["hunyuanimage2.1"], ["hunyuan_image_2.1"]]},
   {"key": "qwen_image", "label": "Qwen-Image / Edit", "name": "Qwen-Image", "double": 60, "single": 0, "files": [["qwen_image"]]},
   {"key": "z_image", "label": "Z-Image", "name": "Z-Image / Lumina 2", "double": 30, "single": 0, "files": [["z_image"], ["z-image"]]},
   {"key": "lumina2", "label": "Lumina 2 / Neta", "name": "Z-Image / Lumina 2", "double": 26, "single": 0, "files": [["lumina_2"], ["lumina2"], ["neta"]]},

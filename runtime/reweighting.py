@@ -55,7 +55,7 @@ class TokenBias(Intervention):
             queries[key_slice] = False          # text queries keep their attention as it is
         else:
             return
-        rows = ctx.adapter.conditioning_keys(keys, n)
+        rows = ctx.adapter.conditioning_keys(keys, n, ctx.plan.inputs)
         if rows is None:
             ctx.plan.warn_once(f"{self.label}-rows-{keys}", (
                 f"{self.label}: {keys} text keys where the weights have {n} rows (a batch padded to a common "

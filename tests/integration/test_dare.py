@@ -8,7 +8,8 @@ import tiny_models as tm
 from recorders import AttentionRecorder
 
 STEPS = 4
-FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "z_image", "lumina2", "flux2"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "z_image", "lumina2", "flux2", "hunyuan_video_15",
+            "hunyuan_image_21"]
 WEIGHTED_ROWS = (1, 3)      # two prompt tokens made important
 
 
@@ -166,10 +167,11 @@ def test_guidance_extra_pass_runs_the_model_as_patched(tiny, nodes):
         assert scaled_by(outer.q.view(b, length, heads, d), unfolded, 1.35), "temperature still applied in the extra pass"
 
 
-@pytest.mark.parametrize("family", ["flux2", "z_image"])
+@pytest.mark.parametrize("family", ["flux2", "z_image", "hunyuan_video_15", "hunyuan_image_21"])
 def test_weights_land_on_the_prompt_rows_where_the_model_pads_the_text_itself(tiny, nodes, family):
     """Flux.2's conditioning sits after the zero rows ComfyUI puts in front of it, Z-Image's before the pad
-    rows the model appends: the weights (one per conditioning row) bias exactly the prompt's keys."""
+    rows the model appends, HunyuanVideo 1.5's after the vision and ByT5 rows, HunyuanImage 2.1's before its
+    ByT5 rows: the weights (one per conditioning row) bias exactly the prompt's keys."""
     model = tiny(family)
     recorder = AttentionRecorder(model.double_blocks, model.single_blocks)
     patched, _ = reweight(nodes, model, weights_for(model, nodes), patcher=recorder.before(model.patcher))
@@ -179,5 +181,6 @@ def test_weights_land_on_the_prompt_rows_where_the_model_pads_the_text_itself(ti
     cond = 1 if first.q.shape[0] == 2 else 0                    # batched [uncond, cond], or cond first alone
     bias_column = first.k[cond, 0, :, d]
     prompt = model.prompt_rows()
-    expected = [prompt.start + r for r in WEIGHTED_ROWS]
+    text_start = 0 if model.joint_order == "txt_img" else first.k.shape[2] - model.text_tokens   # [img; txt]
+    expected = [text_start + prompt.start + r for r in WEIGHTED_ROWS]
     assert bias_column.nonzero().flatten().tolist() == expected

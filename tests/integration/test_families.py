@@ -1,10 +1,9 @@
 """Which models TokenFocus serves, and a clear refusal (naming the variant and why) for the ones it does not.
 
 Variants that share a class with a served family (HunyuanImage 2.1 and HunyuanVideo 1.5 with HunyuanVideo, Flux.2
-with Flux.1, served by its own module) are told apart by their parameters; classes that cannot be hooked are refused with the reason.
+with Flux.1) are told apart by their parameters; classes that cannot be hooked are refused with the reason.
 Each is a tiny random-weight instance of ComfyUI's own class; skipped, saying why, where this ComfyUI lacks it.
 """
-import importlib
 
 import pytest
 import torch
@@ -39,22 +38,6 @@ def patcher_around(diffusion_model):
     return env.comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-def hunyuan_video_variant(**params):
-    module = importlib.import_module("comfy.ldm.hunyuan_video.model")
-    config = tm.with_installed_params("HunyuanVideo", {
-        "image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": tm.POOLED_DIM,
-        "context_in_dim": tm.TEXT_DIM, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 1,
-        "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 256, "qkv_bias": True, "guidance_embed": False,
-        "patch_size": [1, 2, 2], "byt5": False, "meanflow": False,
-    })
-    declared = {f.name for f in __import__("dataclasses").fields(module.HunyuanVideoParams)}
-    missing = set(params) - declared
-    if missing:
-        pytest.skip(f"this ComfyUI's HunyuanVideo class has no {sorted(missing)}: the variant does not exist here")
-    import comfy.ops
-    return module.HunyuanVideo(**{**config, **params}, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
-
-
 def pixart():
     from comfy.ldm.pixart.pixartms import PixArtMS
     import comfy.ops
@@ -70,9 +53,6 @@ def hunyuan_dit():
 
 
 REFUSED = {
-    "HunyuanImage 2.1": (lambda: hunyuan_video_variant(byt5=True), "HunyuanImage 2.1 is not supported.*ByT5"),
-    "HunyuanVideo 1.5": (lambda: hunyuan_video_variant(vision_in_dim=32, use_cond_type_embedding=True, byt5=True),
-                         "HunyuanVideo 1.5 is not supported.*vision and ByT5 rows"),
     "PixArt": (pixart, "cannot act on PixArt: .*copying its forward"),
     "HunyuanDiT": (hunyuan_dit, "cannot act on HunyuanDiT: .*transformer_options"),
 }
@@ -148,3 +128,13 @@ def test_flux2_is_told_apart_from_flux1_by_its_parameters_and_its_zero_rows_are_
     context = torch.cat([torch.zeros(1, 5, 4), torch.ones(1, 3, 4)], dim=1)    # left-padded as ComfyUI does
     assert flux2.inspect_inputs(context, {}).real_mask.tolist() == [[False] * 5 + [True] * 3]
     assert flux1.inspect_inputs(context, {}).real_mask is None
+
+
+@pytest.mark.parametrize("family, variant", [("hunyuan_video", "HunyuanVideo"), ("hunyuan_video_15", "HunyuanVideo 1.5"),
+                                             ("hunyuan_image_21", "HunyuanImage 2.1")])
+def test_hunyuan_variants_are_told_apart_by_their_parameters(tiny, family, variant):
+    from tokenfocus.families import detect
+
+    adapter = detect(tiny(family).patcher)
+    assert adapter.profile.variant == variant
+    assert ("ByT5" in adapter.profile.padding_note) == (family != "hunyuan_video")

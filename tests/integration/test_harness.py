@@ -68,12 +68,12 @@ def test_metadata_matches_what_the_blocks_see(tiny, family):
     assert len({c[1] for c in calls if c[0] == "single_block"}) == model.single_blocks
     assert {c for call in calls for c in call[3]} == {0, 1}
     extra_rows = model.txt_layout[-1].stop - model.text_len  # Wan i2v: CLIP image rows before the text
-    padded = model.text_tokens_for  # Z-Image and Flux.2 pad the text inside the model
+    padded = model.text_tokens_for  # Z-Image and Flux.2 pad the text inside the model, Hunyuan 1.5 adds rows
     if model.pad_text_multiple > 1:
         assert model.pad_text_multiple == model.unet_config["pad_tokens_multiple"]
     for _, _, rows, cond_or_uncond in doubles:
         if cond_or_uncond == (1,):
-            assert rows == padded(model.negative_text_len) + extra_rows
+            assert rows == padded(model.negative_text_len, uncond=True) + extra_rows
         else:  # cond alone, or cond and uncond batched (equal lengths)
             assert rows == padded(model.text_len) + extra_rows
 

@@ -61,26 +61,32 @@ class TinyModel:
     # 512, in front of the prompt, with zero rows).
     pad_text_multiple: int = 1
     pad_text_to: int = 0
+    # Rows the model adds around the conditioning's rows from other conds (HunyuanVideo 1.5: vision and ByT5 in
+    # front; HunyuanImage 2.1: ByT5 after): (before, after) for the positive prompt, then for the negative.
+    extra_text_rows: tuple = (0, 0, 0, 0)
     x_block_layers: tuple = ()  # MMDiT-X blocks with an extra image-only self attention
     extras: dict = field(default_factory=dict)  # per-family notes (e.g. the CLIP vision tensor)
 
     @property
     def pads_text(self):
-        return self.pad_text_multiple > 1 or self.pad_text_to > 0
+        return self.pad_text_multiple > 1 or self.pad_text_to > 0 or any(self.extra_text_rows)
 
-    def text_tokens_for(self, rows):
+    def text_tokens_for(self, rows, uncond=False):
         """Text tokens the blocks see for a conditioning of `rows` rows."""
-        return max(rows, self.pad_text_to) + (-max(rows, self.pad_text_to)) % self.pad_text_multiple
+        before, after = self.extra_text_rows[2:] if uncond else self.extra_text_rows[:2]
+        rows = max(rows, self.pad_text_to) + (-max(rows, self.pad_text_to)) % self.pad_text_multiple
+        return before + rows + after
 
     @property
     def text_tokens(self):
         return self.text_tokens_for(self.text_len)
 
     def prompt_rows(self, uncond=False):
-        """The rows of the text the blocks see that hold the prompt (the rest is padding)."""
+        """The rows of the text the blocks see that hold the prompt (the rest is padding or other rows)."""
         n = self.negative_real_tokens if uncond else self.real_tokens
-        rows = self.text_tokens_for(self.negative_text_len if uncond else self.text_len)
-        return slice(rows - n, rows) if self.pad_text_to else slice(0, n)
+        rows = self.text_tokens_for(self.negative_text_len if uncond else self.text_len, uncond)
+        before = self.extra_text_rows[2] if uncond else self.extra_text_rows[0]
+        return slice(rows - n, rows) if self.pad_text_to else slice(before, before + n)
 
     def clone(self):
         """A copy with its own ModelPatcher clone (shared weights), for tests that add patches."""
@@ -407,6 +413,75 @@ def flux2(seed=0):
                                 dict(guidance=4.0, pooled_output=None), pad_text_to=512)
 
 
+BYT5_DIM, SIGLIP_DIM = 1472, 1152  # fixed by HunyuanVideo's ByT5Mapper and HunyuanVideo 1.5's vision_in
+BYT5_ROWS, NEGATIVE_BYT5_ROWS, VISION_ROWS = 4, 3, 6
+
+
+def _hunyuan_extra_rows(family, class_name, unet_config, latent, byt5, vision, seed):
+    """HunyuanVideo 1.5 / HunyuanImage 2.1: Qwen2.5-VL rows as the conditioning, plus the ByT5 rows of the quoted
+    text (conditioning_byt5small) and, for 1.5 i2v, SigLIP vision rows (clip_vision_output), which the model
+    adds to the text stream itself."""
+    env = import_comfyui()
+    gen = _generator(seed + 1)
+    extras = {}
+
+    def cond(rows, byt5_rows):
+        if vision:
+            clip = env.comfy.clip_vision.Output()
+            clip.last_hidden_state = _randn(gen, 1, VISION_ROWS, SIGLIP_DIM)
+            extras["clip_vision_output"] = clip
+        # Qwen2.5-VL gives no pooled vector (HunyuanVideo's encode_adm still reads the key).
+        conditioning = dict(extras, pooled_output=None)
+        if byt5:
+            conditioning["conditioning_byt5small"] = _randn(gen, 1, byt5_rows, BYT5_DIM)
+        return _cond(_text(gen, rows, rows, None), **conditioning)
+
+    pos, neg = cond(PROMPT_TOKENS, BYT5_ROWS), cond(NEGATIVE_TOKENS, NEGATIVE_BYT5_ROWS)
+    patcher, model_config = _build_patcher(class_name, unet_config, seed)
+    before = VISION_ROWS * vision + BYT5_ROWS * (byt5 and vision)    # 1.5: [vision][ByT5][LLM]
+    after = BYT5_ROWS * (byt5 and not vision)                        # 2.1: [LLM][ByT5]
+    llm = (Segment("qwen25_7b", 0, PROMPT_TOKENS, PROMPT_TOKENS),)    # the extra rows: in extra_text_rows
+    return TinyModel(
+        family=family, patcher=patcher, positive=pos, negative=neg, latent={"samples": latent},
+        unet_config=unet_config, model_config=model_config, double_blocks=unet_config["depth"],
+        single_blocks=unet_config["depth_single_blocks"], text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS,
+        context_layout=llm, txt_layout=llm,
+        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, joint_order="img_txt",
+        extra_text_rows=(before, after, VISION_ROWS * vision + NEGATIVE_BYT5_ROWS * (byt5 and vision),
+                         NEGATIVE_BYT5_ROWS * (byt5 and not vision)),
+    )
+
+
+def _hunyuan_config(**params):
+    return {
+        "image_model": "hunyuan_video", "vec_in_dim": None, "context_in_dim": TEXT_DIM, "hidden_size": 64,
+        "mlp_ratio": 4.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2, "theta": 256, "qkv_bias": True,
+        "guidance_embed": False, "byt5": True, "meanflow": False, **params,
+    }
+
+
+def hunyuan_video_15(seed=0):
+    # in_channels 65 = 32 noise + 32 image latent + 1 mask (model_base.HunyuanVideo15.concat_cond), i2v with a
+    # SigLIP vision stream; blocks as model detection gives them for 1.5 (cond type embedding, vision_in).
+    import dataclasses as dc
+
+    env = import_comfyui()
+    if "vision_in_dim" not in {f.name for f in dc.fields(env.comfy.ldm.hunyuan_video.model.HunyuanVideoParams)}:
+        host_lacks("HunyuanVideo 1.5 (HunyuanVideoParams.vision_in_dim)")
+    config = _hunyuan_config(in_channels=65, out_channels=32, patch_size=[1, 1, 1], axes_dim=[8, 12, 12],
+                             use_cond_type_embedding=True, vision_in_dim=SIGLIP_DIM, meanflow_sum=True)
+    return _hunyuan_extra_rows("hunyuan_video_15", "HunyuanVideo15", config, torch.zeros(1, 32, 2, 8, 8),
+                               byt5=True, vision=True, seed=seed)
+
+
+def hunyuan_image_21(seed=0):
+    # HunyuanImage 2.1: the HunyuanVideo class with 2-D patches, 64 latent channels, ByT5 rows appended.
+    config = with_installed_params("HunyuanVideo", _hunyuan_config(in_channels=64, out_channels=64, patch_size=[1, 1],
+                                                                    axes_dim=[16, 16]))
+    return _hunyuan_extra_rows("hunyuan_image_21", "HunyuanImage21", config, torch.zeros(1, 64, 8, 8),
+                               byt5=True, vision=False, seed=seed)
+
+
 def _unpadded_text_model(family, class_name, unet_config, seed, latent, doubles, singles, cond_extras=None,
                          match=True, **fields):
     """A joint [txt; img] model conditioned by unpadded text rows (cond and uncond differ in length)."""
@@ -464,7 +539,7 @@ def lumina2(seed=0):
 
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
                                     wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, z_image,
-                                    lumina2, flux2)}
+                                    lumina2, flux2, hunyuan_video_15, hunyuan_image_21)}
 
 
 def build(family, seed=0):
