@@ -61,6 +61,7 @@ class ModelProfile:
     encoder: str                # key of the text-encoder layout that conditions it (runtime/tokens.py)
     padding_note: str           # how TORA finds the real text rows on this model
     grid_layout: str = GRID_FIRST
+    patch: tuple | None = None  # (pt, ph, pw) latent cells per token, where the model does not say (Inspector)
     alignvid: AlignVidSetting | None = None
     alignvid_missing: str = ""  # why there is no published AlignVid setting for this model
     expert_boundary: float | None = None   # Wan 2.2 A14B: sigma where the high-noise expert hands over

@@ -96,7 +96,7 @@ class AttentionInspectorNode(io.ComfyNode):
             check_weights_fit(token_weights, target)
         diffusion_model = model.get_model_object("diffusion_model")
         setup = InspectorSetup(
-            model_name=target.adapter.name, patch=patch_of(diffusion_model),
+            model_name=target.adapter.name, patch=target.adapter.profile.patch or patch_of(diffusion_model),
             grid_layout=target.adapter.profile.grid_layout, queries=int(queries), heatmaps=bool(heatmaps),
             negative=prompt == NEGATIVE,
             labels=token_weights.labels if token_weights is not None else None,

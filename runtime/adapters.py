@@ -300,6 +300,32 @@ class FluxAdapter(_JointTextViews, Adapter):
         return slice(0, text_len) if self.text_first else slice(seq_len - text_len, seq_len)
 
 
+@dataclass(frozen=True)
+class MaskedCrossAttentionAdapter(Adapter):
+    """Each block: self-attention, then cross-attention to a text context that is the same in every block and
+    step, whose padding the conditioning marks with an attention mask (1 = token, 0 = padding)."""
+
+    static_text = True
+
+    def inspect_inputs(self, context, extra):
+        mask = extra.get("attention_mask")
+        if context is None or mask is None or mask.ndim != 2 or mask.shape[-1] != context.shape[1]:
+            return ModelInputs(0 if context is None else context.shape[1])
+        return ModelInputs(context.shape[1], lambda: mask.to(context.device) > 0)
+
+    def classify(self, ctx, call_index, query_tokens):
+        return {0: SELF, 1: CROSS_TEXT}.get(call_index)
+
+    def text_view(self, block, args, ctx):
+        def put(new_text):
+            edited = dict(args)
+            edited["txt"] = new_text
+            return edited
+
+        inputs = ctx.plan.inputs
+        return TextView(args["txt"], lambda: inputs.real_mask, put)
+
+
 def _with_extra_rows(context, extra, layout) -> ModelInputs:
     """The inputs of a model that adds rows from other conds around the conditioning's rows; the prompt's rows
     are the conditioning's, less those its attention mask (if any) marks as padding."""

@@ -11,8 +11,8 @@ Layouts (ComfyUI v0.3.64):
            vector (text_encoders/flux.py:12, 49-55).
   sd3      SD3/SD3.5: CLIP-L and CLIP-G rows side by side (77 per chunk, padded to 4096 wide), then the T5
            rows (padded to 77) (text_encoders/sd3_clip.py:35-37, 110-141). The prompt is in both segments.
-  t5       Chroma: the T5 stream alone, not padded (text_encoders/pixart_t5.py, min_length 1): prompt rows and
-           '</s>'.
+  t5       Chroma, LTX-Video: the T5 stream alone, prompt rows and '</s>', not padded (text_encoders/pixart_t5.py,
+           min_length 1) or padded to 128 rows (text_encoders/lt.py).
   qwen3_4b Z-Image, Flux.2 Klein 4B (qwen3_8b: Klein 9B): the whole ChatML template is the context, one row per
            token (text_encoders/z_image.py, flux.py KleinTokenizer, which pads to 512): the prompt is the
            user's text inside it.
@@ -38,7 +38,7 @@ ENCODERS = {
     "t5xxl": "T5-XXL (CLIP-L gives only the pooled vector)",
     "sd3": "CLIP-L/G + T5-XXL",
     "llama": "LLaMA chat template",
-    "t5": "T5-XXL alone, unpadded (PixArt-style tokenizer)",
+    "t5": "T5-XXL alone (PixArt-style tokenizer: unpadded, or padded to 128 rows for LTX-Video)",
     "qwen3_4b": "Qwen3-4B chat template, whole (Z-Image unpadded; Flux.2 Klein 4B padded to 512)",
     "qwen3_8b": "Qwen3-8B chat template, whole (Flux.2 Klein 9B, padded to 512)",
 }

@@ -8,7 +8,7 @@ import tiny_models as tm
 from recorders import AttentionRecorder
 
 STEPS = 4
-FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "z_image", "lumina2", "flux2", "hunyuan_video_15",
+FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv", "z_image", "lumina2", "flux2", "hunyuan_video_15",
             "hunyuan_image_21"]
 WEIGHTED_ROWS = (1, 3)      # two prompt tokens made important
 

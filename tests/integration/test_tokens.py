@@ -134,6 +134,18 @@ def test_t5_only_layout_chroma_rows_are_the_unpadded_t5_stream(chroma_clip):
     assert labels_of(tw, [i for i, w in enumerate(tw.weights) if w == 1.5]) == ["▁red", "hat"]
 
 
+def test_t5_only_layout_ltxv_rows_are_the_t5_stream_padded_to_128(comfy):
+    import comfy.text_encoders.lt as lt
+
+    clip = make_clip(lt.LTXVT5Tokenizer(), lt.ltxv_te()(model_options=TINY_OPTIONS))
+    labels, real, encoder = token_rows(clip, PROMPT)
+    assert encoder == "t5" and len(labels) == encoded_rows(clip, PROMPT) == 128
+    n = sum(real)
+    assert all(real[:n]) and labels[n] == "</s>" and not any(real[n:])
+    tw = build_token_weights(clip, PROMPT, "red hat:1.5")
+    assert labels_of(tw, [i for i, w in enumerate(tw.weights) if w == 1.5]) == ["▁red", "hat"]
+
+
 def test_flux_repeated_word_every_occurrence(flux_clip):
     text = "a cat, a dog, another cat and a Cat"
     tw = build_token_weights(flux_clip, text, "cat:3")

@@ -9,7 +9,7 @@ import tiny_models as tm
 from recorders import BlockInputRecorder
 
 SIGMA, K, STEPS = 1.3, 2, 4
-FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma",
+FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv",
             "z_image", "lumina2", "flux2", "hunyuan_video_15", "hunyuan_image_21"]
 
 
@@ -75,9 +75,9 @@ def test_spacing_keeps_the_mean_and_spreads_the_top_k_directions(tiny, nodes, fa
         text_before, text_after = text_rows(model, block, before, last_txt_rows), text_rows(model, block, after, last_txt_rows)
         for b in range(before.shape[0]):
             x, y = text_before[b], text_after[b]
-            if family.startswith("wan") or model.pads_text:
-                # Wan's and Flux.2's padding rows come from zero rows of the raw context, Z-Image's from the pad
-                # token the model appends: they must come back untouched.
+            if family.startswith("wan") or family == "ltxv" or model.pads_text:
+                # Padding rows (Wan, Flux.2: zero rows of the context; LTX-Video: its T5 mask; Z-Image: the pad
+                # token the model appends) must come back untouched.
                 x, y = only_prompt_rows(model, x, y, cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 1)
             assert torch.allclose(x.mean(0), y.mean(0), atol=1e-4), (block, "mean moved")
             s_before, s_after = centred_singular_values(x), centred_singular_values(y)
@@ -134,7 +134,7 @@ def test_wan_context_is_decomposed_once_per_run(tiny, nodes, monkeypatch):
     assert len(calls) == 2, "a new run starts with fresh caches"
 
 
-@pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "z_image", "lumina2",
+@pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv", "z_image", "lumina2",
                                     "flux2", "hunyuan_video_15", "hunyuan_image_21"])
 def test_alignment_rotates_the_residual_and_keeps_norms(tiny, nodes, family):
     model = tiny(family)
@@ -149,7 +149,7 @@ def test_alignment_rotates_the_residual_and_keeps_norms(tiny, nodes, family):
         for b in range(before.shape[0]):
             is_uncond = cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 1
             x, y = text_before[b], text_after[b]
-            if family.startswith("wan") or model.pads_text:
+            if family.startswith("wan") or family == "ltxv" or model.pads_text:
                 x, y = only_prompt_rows(model, x, y, is_uncond)
             if is_uncond:
                 assert torch.equal(x, y), "uncond tokens are the reference, never rotated"

@@ -370,6 +370,30 @@ def qwen_image(seed=0):
     )
 
 
+def ltxv(seed=0):
+    # LTXVModel: self-attention then cross-attention to the projected T5 context in each block; ComfyUI pads the
+    # T5 text to 128 rows and hands the T5 attention mask over with the conditioning.
+    unet_config = {"image_model": "ltxv", "in_channels": 128, "cross_attention_dim": 64, "attention_head_dim": 32,
+                   "num_attention_heads": 2, "caption_channels": TEXT_DIM, "num_layers": 2}
+    gen = _generator(seed + 1)
+    rows = 128
+
+    def cond(real):
+        mask = torch.zeros(1, rows, dtype=torch.long)
+        mask[:, :real] = 1
+        return _cond(_text(gen, rows, real, "token"), attention_mask=mask)
+
+    pos, neg = cond(PROMPT_TOKENS), cond(NEGATIVE_TOKENS)
+    patcher, model_config = _build_patcher("LTXV", unet_config, seed)
+    layout = (Segment("t5", 0, rows, PROMPT_TOKENS),)
+    return TinyModel(
+        family="ltxv", patcher=patcher, positive=pos, negative=neg, latent={"samples": torch.zeros(1, 128, 2, 4, 4)},
+        unet_config=unet_config, model_config=model_config, double_blocks=2, single_blocks=0,
+        text_len=rows, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=rows, negative_real_tokens=NEGATIVE_TOKENS,
+    )
+
+
 def chroma(seed=0):
     # Chroma: Flux's double/single blocks with a modulation approximator instead of vec; its T5 text is not
     # padded (PixArt-style tokenizer, min_length 1). Flux's encode_adm reads pooled_output, so conds carry one.
@@ -539,7 +563,7 @@ def lumina2(seed=0):
 
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
                                     wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, z_image,
-                                    lumina2, flux2, hunyuan_video_15, hunyuan_image_21)}
+                                    lumina2, flux2, hunyuan_video_15, hunyuan_image_21, ltxv)}
 
 
 def build(family, seed=0):
