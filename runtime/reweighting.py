@@ -61,7 +61,7 @@ class TokenBias(Intervention):
                 f"{self.label}: {keys} text keys where the weights have {n} rows (a batch padded to a common "
                 "length?); left unweighted there"))
             return
-        # Text keys past the conditioning's rows (a pad the model adds itself) keep a zero bias.
+        # Text keys outside the conditioning's rows (padding or rows the model adds itself) keep a zero bias.
         key_slice = slice(key_slice.start + rows.start, key_slice.start + rows.stop)
         # Plain Python choices (which samples, skip or not): no data-dependent branch under torch.compile.
         samples = [b for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)) if not is_uncond]
