@@ -182,6 +182,71 @@ def hunyuan(blocks, tokens: int, dtype, text=(256, 64), tiny=False) -> BenchMode
     return _double_single("HunyuanVideo", "hunyuan", "HunyuanVideo", "hunyuan_video", blocks, tokens, dtype, *text, tiny)
 
 
+def zimage(blocks, tokens: int, dtype, text=(96, 24), tiny=False) -> BenchModel:
+    """Z-Image: NextDiT at 3840 wide, 30 heads, over [caption padded to 32; image]; the caption is Qwen3-4B's
+    2560-wide hidden states of the whole chat template, unpadded (cond, uncond rows)."""
+    width = 64 if tiny else 2560
+    config = {  # keys as model_detection.py detects Z-Image
+        "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256 if tiny else 3840,
+        "cap_feat_dim": width, "n_layers": blocks, "qk_norm": True, "n_heads": 2 if tiny else 30,
+        "n_kv_heads": 2 if tiny else 30, "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512],
+        "rope_theta": 256.0, "ffn_dim_multiplier": 8.0 / 3.0, "z_image_modulation": True, "time_scale": 1000.0,
+        "pad_tokens_multiple": 32,
+    }
+    gen = _generator(4)
+    latent, n = _image_latent(tokens)
+    cond, uncond = text
+    # supported_models.ZImage matches only the real width; the tiny one builds through its base class Lumina2.
+    patcher = build_patcher("Lumina2" if tiny else "ZImage", config, dtype)
+    return BenchModel(
+        "Z-Image", "zimage", patcher, _cond(tiny_text(gen, cond, cond, None, width=width)),
+        _cond(tiny_text(gen, uncond, uncond, None, width=width)), {"samples": latent},
+        dict(dim=config["dim"], heads=config["n_heads"], ffn=_next_dit_ffn(config["dim"]), blocks=f"{blocks}", image_tokens=n,
+             text_tokens=f"{cond} (uncond {uncond}), padded to 32"),
+        "qwen3_4b", _rows(cond, cond),
+    )
+
+
+def _next_dit_ffn(dim: int, multiplier: float = 8.0 / 3.0, multiple_of: int = 256) -> int:
+    """NextDiT's feed-forward width (lumina/model.py FeedForward): dim x multiplier, rounded up to multiple_of."""
+    hidden = int(multiplier * dim)
+    return multiple_of * ((hidden + multiple_of - 1) // multiple_of)
+
+
+def flux2(blocks, tokens: int, dtype, text=(128, 32), tiny=False, klein=False) -> BenchModel:
+    """Flux.2 dev (6144 wide, 48 heads, Mistral 3 text 3 x 5120 wide, left-padded with zero rows to 512 by
+    ComfyUI) or Klein 4B (3072 wide, 24 heads, Qwen3 text 3 x 2560, padded to 512 by its tokenizer)."""
+    double, single = blocks if isinstance(blocks, tuple) else (max(1, blocks // 2), max(1, blocks - blocks // 2))
+    hidden, heads, width = (64, 2, 64) if tiny else (3072, 24, 7680) if klein else (6144, 48, 15360)
+    config = {  # keys as model_detection.py detects Flux.2
+        "image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None, "context_in_dim": width,
+        "hidden_size": hidden, "mlp_ratio": 3.0, "num_heads": heads, "depth": double, "depth_single_blocks": single,
+        "axes_dim": [8, 8, 8, 8] if tiny else [32, 32, 32, 32], "theta": 2000, "qkv_bias": False,
+        "guidance_embed": not klein, "patch_size": 1, "global_modulation": True, "mlp_silu_act": True,
+        "ops_bias": False, "txt_ids_dims": [3], "default_ref_method": "index", "ref_index_scale": 10.0,
+    }
+    gen = _generator(5)
+    side = max(1, round(math.sqrt(tokens)))     # patch 1: one token per latent pixel
+    cond, uncond = (512, 512) if klein else text
+    extras = dict(pooled_output=None, guidance=4.0)
+    return BenchModel(
+        "Flux.2 Klein 4B" if klein else "Flux.2 dev", "flux2", build_patcher("Flux2", config, dtype),
+        _cond(tiny_text(gen, cond, cond, None, width=width), **extras),
+        _cond(tiny_text(gen, uncond, uncond, None, width=width), **extras),
+        {"samples": torch.zeros(1, 128, side, side)},
+        dict(dim=hidden, heads=heads, ffn=3 * hidden, blocks=f"{double} double + {single} single",
+             image_tokens=side * side, text_tokens=f"{cond} (uncond {uncond}), 512 in the blocks"),
+        _flux2_encoder(width), _rows(cond, cond),
+    )
+
+
+def _flux2_encoder(width: int) -> str:
+    """The text-encoder layout the pack detects for a Flux.2 of this text width (its family module's table)."""
+    from tokenfocus.families.flux2 import VARIANTS
+
+    return VARIANTS.get(width, ("", "mistral3_24b"))[1]
+
+
 # name -> (builder(blocks, tokens, dtype, **options), GPU only). tiny=True: widths of the harness's tiny
 # models (for the compile check at the real depth).
 MODELS = {
@@ -191,6 +256,10 @@ MODELS = {
     "sd35l": (lambda b, t, d, **kw: sd35("large", b, t, d, **kw), False),
     "flux": (flux, False),
     "hunyuan": (hunyuan, False),
+    "zimage": (zimage, False),
+    "flux2": (flux2, True),         # 6144 wide: a few GB a block in float32
+    "flux2klein": (lambda b, t, d, **kw: flux2(b, t, d, klein=True, **kw), False),
 }
-REAL_DEPTH = {"wan1.3b": 30, "wan14b": 40, "sd35m": 24, "sd35l": 38, "flux": (19, 38), "hunyuan": (20, 40)}
+REAL_DEPTH = {"wan1.3b": 30, "wan14b": 40, "sd35m": 24, "sd35l": 38, "flux": (19, 38), "hunyuan": (20, 40),
+              "zimage": 30, "flux2": (8, 48), "flux2klein": (5, 20)}
 

@@ -66,6 +66,7 @@ class ModelProfile:
     alignvid: AlignVidSetting | None = None
     alignvid_missing: str = ""  # why there is no published AlignVid setting for this model
     expert_boundary: float | None = None   # Wan 2.2 A14B: sigma where the high-noise expert hands over
+    block_note: str = ""        # why some blocks' inputs are out of reach (a model with post-block patches only)
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,13 @@
 
 Double-stream blocks with one joint call over [txt; img], then single-stream blocks over cat(txt, img).
 The text is the T5 stream alone, padded to 256 with pad tokens and no mask. The same class also builds
-Flux.2 (global modulation, a tuple `vec`, left-padded Mistral/Qwen3 text): recognised and refused here
-until a family module serves it.
+Flux.2 (global modulation, a tuple `vec`, left-padded Mistral/Qwen3 text): served by families/flux2.py.
 """
 from __future__ import annotations
 
 from ..runtime.adapters import FluxAdapter
 from ..runtime.interventions import JOINT
-from .base import Family, ModelProfile, PreviewDepth, UnsupportedModelError
+from .base import Family, ModelProfile, PreviewDepth
 
 NAME = "Flux"
 PADDING = ("real tokens: all text rows (ComfyUI gives Flux no T5 mask, so pad-token rows count as text; "
@@ -21,12 +20,8 @@ def detect(model):
 
     if not isinstance(model, flux.Flux):
         return None
-    params = getattr(model, "params", None)
-    if getattr(params, "global_modulation", False):
-        raise UnsupportedModelError(
-            "Flux.2 is not supported yet: it shares ComfyUI's Flux class with Flux.1, but its text is left-padded "
-            "(statistics over the rows would be statistics of padding) and its blocks take a different modulation. "
-            f"Supported: {FAMILY.supported}.")
+    if getattr(getattr(model, "params", None), "global_modulation", False):
+        return None     # Flux.2: its own module (families/flux2.py)
     profile = ModelProfile(family=NAME, variant="Flux.1", encoder="t5xxl", padding_note=PADDING,
                            alignvid_missing="AlignVid's code publishes no setting for Flux")
     return FluxAdapter(NAME, len(model.double_blocks), len(model.single_blocks), frozenset({JOINT}), profile=profile,
@@ -39,5 +34,4 @@ FAMILY = Family(
     detect=detect,
     preview=(PreviewDepth("flux", "Flux.1", 19, 38, (("flux1-",), ("flux1_",))),),
     encoders=("t5xxl",),
-    refuses=("Flux.2",),
 )

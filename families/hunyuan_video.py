@@ -2,17 +2,24 @@
 
 Double-stream blocks with a joint call over [img; txt], then single-stream blocks over cat(img, txt).
 ComfyUI crops the LLaMA text to the prompt, so every text row is prompt text. The same class builds
-HunyuanVideo 1.5 (vision and ByT5 rows in the text stream) and HunyuanImage 2.1 (ByT5 rows appended inside
-the model when the prompt quotes text): recognised and refused until a family module serves them.
+HunyuanVideo 1.5 (the model puts SigLIP vision rows and ByT5 rows in front of the Qwen2.5-VL rows) and
+HunyuanImage 2.1 (ByT5 rows appended after them when the prompt quotes text), told apart by their parameters
+(vision_in, cond_type_embedding, byt5_in). The extra rows are found from the call's own conds (clip_fea,
+txt_byt5): they are left out of statistics and weights, and the prompt's rows are found exactly.
 """
 from __future__ import annotations
 
-from ..runtime.adapters import FluxAdapter
+from ..runtime.adapters import AFTER, BEFORE, FluxAdapter
 from ..runtime.interventions import JOINT
-from .base import GRID_LAST, AlignVidSetting, Family, ModelProfile, PreviewDepth, UnsupportedModelError
+from .base import GRID_LAST, AlignVidSetting, Family, ModelProfile, PreviewDepth
 
 NAME = "HunyuanVideo"
 PADDING = "real tokens: all text rows (ComfyUI crops HunyuanVideo's text to the prompt)"
+PADDING_15 = ("real tokens: the Qwen2.5-VL rows of the conditioning (less those its attention mask marks as "
+              "padding); the vision rows and ByT5 rows the model puts in front of them are not prompt text and "
+              "stay untouched")
+PADDING_IMAGE21 = ("real tokens: the Qwen2.5-VL rows of the conditioning (less those its attention mask marks as "
+                   "padding); the ByT5 rows the model appends for quoted text are not prompt text and stay untouched")
 
 # AlignVid's FramePack code (HunyuanVideo-based, not a ComfyUI core model) scales K, over all tokens, in
 # its single-stream blocks, on these calibrated lists. They were calibrated on FramePack, not on
@@ -34,31 +41,38 @@ def detect(model):
 
     if not isinstance(model, hunyuan.HunyuanVideo):
         return None
-    if getattr(model, "vision_in_dim", None) is not None or getattr(model, "cond_type_embedding", None) is not None:
-        raise UnsupportedModelError(
-            "HunyuanVideo 1.5 is not supported yet: it shares ComfyUI's HunyuanVideo class, but its text stream "
-            "starts with vision and ByT5 rows that are not prompt text. " f"Supported: {FAMILY.supported}.")
-    if getattr(model, "byt5_in", None) is not None:
-        raise UnsupportedModelError(
-            "HunyuanImage 2.1 is not supported: it is built on ComfyUI's HunyuanVideo class and appends ByT5 rows to "
-            "the text inside the model when the prompt quotes text, so the prompt's rows cannot be found from the "
-            f"conditioning. Supported: {FAMILY.supported}.")
-    singles = len(model.single_blocks)
+    doubles, singles = len(model.double_blocks), len(model.single_blocks)
+    byt5 = getattr(model, "byt5_in", None) is not None
+    if getattr(model, "vision_in", None) is not None or getattr(model, "cond_type_embedding", None) is not None:
+        # HunyuanVideo 1.5: [vision rows][ByT5 rows][LLM rows] (model.py: "byt5 first for HunyuanVideo1.5").
+        extra = (("clip_fea", BEFORE),) * (getattr(model, "vision_in", None) is not None) + (("txt_byt5", BEFORE),) * byt5
+        return _adapter(doubles, singles, "HunyuanVideo 1.5", PADDING_15, extra)
+    if byt5:
+        # HunyuanImage 2.1: [LLM rows][ByT5 rows], the ByT5 rows there only when the prompt quotes text.
+        return _adapter(doubles, singles, "HunyuanImage 2.1", PADDING_IMAGE21, (("txt_byt5", AFTER),))
     alignvid = _FRAMEPACK_MODE if singles == 40 else None
     profile = ModelProfile(
         family=NAME, variant="HunyuanVideo", encoder="llama", padding_note=PADDING, grid_layout=GRID_LAST,
         alignvid=alignvid,
         alignvid_missing="" if alignvid else f"AlignVid's FramePack mode is defined for 40 single-stream blocks; this model has {singles}",
     )
-    return FluxAdapter(NAME, len(model.double_blocks), singles, frozenset({JOINT}), profile=profile, text_first=False)
+    return FluxAdapter(NAME, doubles, singles, frozenset({JOINT}), profile=profile, text_first=False)
+
+
+def _adapter(doubles, singles, variant, padding, extra):
+    profile = ModelProfile(family=NAME, variant=variant, encoder="qwen25_7b_byt5", padding_note=padding,
+                           grid_layout=GRID_LAST, alignvid_missing=f"AlignVid's code publishes no setting for {variant}")
+    return FluxAdapter(NAME, doubles, singles, frozenset({JOINT}), profile=profile, text_first=False,
+                       extra_text_rows=extra)
 
 
 FAMILY = Family(
     name=NAME,
-    supported="HunyuanVideo 1.0 (t2v, i2v)",
+    supported="HunyuanVideo 1.0 (t2v, i2v), HunyuanVideo 1.5 and HunyuanImage 2.1 (Token Importance: 1.0 only)",
     detect=detect,
     preview=(PreviewDepth("hunyuan_video", "HunyuanVideo", 20, 40,
-                          (("hunyuan_video_t2v",), ("hunyuan_video_i2v",), ("hunyuan_video_image_to_video",))),),
+                          (("hunyuan_video_t2v",), ("hunyuan_video_i2v",), ("hunyuan_video_image_to_video",))),
+             PreviewDepth("hunyuan_video_15", "HunyuanVideo 1.5", 54, 0, (("hunyuanvideo1.5",), ("hunyuan_video_1.5",))),
+             PreviewDepth("hunyuan_image_21", "HunyuanImage 2.1", 20, 40, (("hunyuanimage2.1",), ("hunyuan_image_2.1",)))),
     encoders=("llama",),
-    refuses=("HunyuanVideo 1.5", "HunyuanImage 2.1"),
 )

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io
 
+from ..core.blocklist import DOUBLE
 from ..core.spacing import MODES
+from ..runtime.adapters import MARKED
 from ..runtime.text_edits import ResidualAlignment, TokenSpacing
 from .dare import TokenWeightsType, check_weights_fit
 from .common import CATEGORY, Target, block_and_step_inputs, check_widgets, finish, model_input, queue_verdict, report_output
@@ -21,6 +23,20 @@ def _token_weights_input():
         tooltip="Optional, from Token Importance: marks the positive prompt's real tokens exactly, so padding is "
         "left out of the statistics and untouched on SD3 and Flux (Wan and HunyuanVideo need no help).",
     )
+
+
+def _reachable_inputs(target, blocks_text, label) -> str:
+    """On a model that offers a patch only after each block, block 0's input is out of reach: `all` leaves it
+    out (the report says so), a list naming it is an error."""
+    first = (DOUBLE, 0)
+    if target.adapter.block_access != MARKED or first not in target.blocks:
+        return ""
+    note = target.adapter.profile.block_note
+    if blocks_text.strip().lower() != "all":
+        raise ValueError(f"{label}: block 0 cannot be edited on {target.adapter.profile.variant}: {note}. "
+                         "Choose blocks from 1 on (or 'all').")
+    target.blocks = target.blocks - {first}
+    return f"\nBlock 0 left out: {note}."
 
 
 def _padding(target, token_weights):
@@ -86,6 +102,7 @@ class TokenSpacingNode(io.ComfyNode):
         check_widgets(cls, sigma=sigma, k_mode=k_mode, fixed_k=fixed_k, blocks=blocks, start_percent=start_percent,
                       end_percent=end_percent, apply_to=apply_to)
         target = Target(model, blocks, start_percent, end_percent)
+        reach = _reachable_inputs(target, blocks, "Token Spacing")
         positive_real, padding = _padding(target, token_weights)
         intervention = TokenSpacing(
             label="Token Spacing", blocks=target.blocks, steps=target.steps, sigma=float(sigma),
@@ -93,7 +110,7 @@ class TokenSpacingNode(io.ComfyNode):
         )
         k_text = {"auto": "k by the elbow", "fixed": f"k = {fixed_k}", "all": "all directions (variance scale-up)"}[k_mode]
         report = (
-            f"Token Spacing sigma {sigma:g}, {k_text}, {apply_to}, on {target.where()}.\n{padding}."
+            f"Token Spacing sigma {sigma:g}, {k_text}, {apply_to}, on {target.where()}.\n{padding}.{reach}"
         )
         return finish(target, intervention, sigma == 1.0, report)
 
@@ -142,6 +159,7 @@ class ResidualAlignmentNode(io.ComfyNode):
         check_widgets(cls, strength=strength, k_mode=k_mode, fixed_k=fixed_k, blocks=blocks, start_percent=start_percent,
                       end_percent=end_percent)
         target = Target(model, blocks, start_percent, end_percent)
+        reach = _reachable_inputs(target, blocks, "Residual Alignment")
         positive_real, padding = _padding(target, token_weights)
         intervention = ResidualAlignment(
             label="Residual Alignment", blocks=target.blocks, steps=target.steps, strength=float(strength),
@@ -152,7 +170,7 @@ class ResidualAlignmentNode(io.ComfyNode):
             if negative is not None else "with no uncond pass (CFG 1) it does nothing: connect negative")
         report = (
             f"Residual Alignment strength {strength:g}, k {'by the elbow' if k_mode == 'auto' else fixed_k}, on "
-            f"{target.where()}.\n{padding}.\nAligns cond tokens to cond - uncond; {without_uncond}."
+            f"{target.where()}.\n{padding}.\nAligns cond tokens to cond - uncond; {without_uncond}.{reach}"
         )
         return finish(target, intervention, strength == 0.0, report)
 

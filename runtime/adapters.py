@@ -14,6 +14,9 @@ from ..core.blocklist import DOUBLE
 from .interventions import CROSS_IMAGE, CROSS_TEXT, JOINT, SELF
 
 
+BLOCK_REPLACE, MARKED = "replace", "marked"
+BEFORE, AFTER = "before", "after"
+
 
 def detect(model_patcher) -> "Adapter":
     """The adapter for a ModelPatcher's diffusion model (families.detect), kept here for existing imports."""
@@ -37,9 +40,16 @@ class ModelInputs:
     model call would cost the nodes that never need it (Attention Temperature, Reweighting).
     """
 
-    def __init__(self, text_rows: int, find_real_mask=None, image_tokens: int = 0):
+    def __init__(self, text_rows: int, find_real_mask=None, image_tokens: int = 0, text_tokens: int | None = None,
+                 text_offset: int = 0):
         self.text_rows = text_rows
+        # Rows the model puts in front of the conditioning's rows in the text stream (HunyuanVideo 1.5: vision
+        # and ByT5 rows).
+        self.text_offset = text_offset
         self.image_tokens = image_tokens          # Wan i2v: CLIP image tokens in front of the text
+        # Text tokens the blocks see, where the model pads the conditioning itself (Z-Image: to a multiple of
+        # 32); None = the blocks report it.
+        self.text_tokens = text_tokens
         self._find_real_mask = find_real_mask
         self._real_mask = None
 
@@ -97,6 +107,17 @@ class Adapter:
     # True where the kind of an attention call follows from its place in the block (the hook then counts
     # the calls); False where it follows from the query length alone.
     counts_calls = True
+
+    # How the runtime reaches the blocks: BLOCK_REPLACE = a patches_replace["dit"] hook per block; MARKED =
+    # the model sets transformer_options["block_index"] itself and offers only a patch after each block
+    # (patches["double_block"]), so attention calls are placed by that mark and block inputs are edited
+    # after the block before.
+    block_access = BLOCK_REPLACE
+
+    def conditioning_keys(self, text_keys: int, rows: int, inputs: ModelInputs) -> slice | None:
+        """Where the `rows` rows of the positive conditioning sit among a call's `text_keys` text keys (inputs:
+        this model call's), or None where they cannot be told apart (the weights do not fit this call)."""
+        return slice(0, rows) if text_keys == rows else None
 
     def classify(self, ctx, call_index: int | None, query_tokens: int) -> str | None:
         """The kind of an attention call inside a hooked block (the call_index-th, with query_tokens
@@ -218,8 +239,71 @@ class MMDiTAdapter(_JointTextViews, Adapter):
 
 
 @dataclass(frozen=True)
+class MarkedJointAdapter(_JointTextViews, Adapter):
+    """One attention call per block over [txt; img], on a model that marks its blocks itself and pads the
+    text conditioning up to a multiple of `text_multiple` tokens inside the model (1 = no padding).
+
+    Block inputs are edited after the block before (a post-block patch): block 0's input is out of reach.
+    """
+
+    counts_calls = False
+    block_access = MARKED
+    text_multiple: int = 1
+
+    def inspect_inputs(self, context, extra):
+        if context is None:
+            return ModelInputs(0)
+        batch, rows = context.shape[:2]
+        tokens = rows + (-rows) % self.text_multiple
+
+        def find_real():
+            real = torch.zeros(batch, tokens, dtype=torch.bool, device=context.device)
+            real[:, :rows] = True       # the rows past the conditioning are the model's pad token
+            return real
+
+        return ModelInputs(rows, find_real if tokens != rows else None, text_tokens=tokens)
+
+    def classify(self, ctx, call_index, query_tokens):
+        # The refiners before the blocks attend over the text alone or the image alone, and run before the
+        # model marks any block: a marked call longer than the text is the joint one.
+        return JOINT if ctx.text_len is not None and query_tokens > ctx.text_len else None
+
+    def text_span(self, block, text_len, seq_len):
+        return slice(0, text_len)
+
+    def conditioning_keys(self, text_keys, rows, inputs):
+        return slice(0, rows) if rows <= text_keys < rows + self.text_multiple else None
+
+
+@dataclass(frozen=True)
 class FluxAdapter(_JointTextViews, Adapter):
     text_first: bool = True
+    # True where ComfyUI pads the text with zero rows (Flux.2, up to 512 in front): those rows are not text.
+    zero_rows_are_padding: bool = False
+
+    # Rows the model adds to the text stream itself from other conds, in the order it puts them around the
+    # conditioning's rows: ((cond key, BEFORE or AFTER), ...). HunyuanVideo 1.5: vision then ByT5 rows in front;
+    # HunyuanImage 2.1: ByT5 rows after. They are not prompt text.
+    extra_text_rows: tuple = ()
+
+    def inspect_inputs(self, context, extra):
+        if context is None:
+            return super().inspect_inputs(context, extra)
+        if self.zero_rows_are_padding:
+            return ModelInputs(context.shape[1], lambda: context.ne(0).any(dim=-1))
+        if self.extra_text_rows:
+            return _with_extra_rows(context, extra, self.extra_text_rows)
+        return super().inspect_inputs(context, extra)
+
+    def conditioning_keys(self, text_keys, rows, inputs):
+        if self.zero_rows_are_padding:
+            # The positive conditioning's rows, after the zero rows ComfyUI puts in front of them.
+            return slice(text_keys - rows, text_keys) if rows <= text_keys else None
+        if self.extra_text_rows:
+            start = inputs.text_offset
+            fits = text_keys == inputs.text_tokens and rows == inputs.text_rows
+            return slice(start, start + rows) if fits else None
+        return super().conditioning_keys(text_keys, rows, inputs)
 
     def classify(self, ctx, call_index, query_tokens):
         return JOINT if call_index == 0 else None
@@ -255,3 +339,23 @@ class MaskedCrossAttentionAdapter(Adapter):
 
         inputs = ctx.plan.inputs
         return TextView(args["txt"], lambda: inputs.real_mask, put)
+
+
+def _with_extra_rows(context, extra, layout) -> ModelInputs:
+    """The inputs of a model that adds rows from other conds around the conditioning's rows; the prompt's rows
+    are the conditioning's, less those its attention mask (if any) marks as padding."""
+    def rows_of(key):
+        value = extra.get(key)
+        return int(value.shape[-2]) if isinstance(value, torch.Tensor) else 0
+
+    before = sum(rows_of(key) for key, where in layout if where == BEFORE)
+    after = sum(rows_of(key) for key, where in layout if where == AFTER)
+    batch, rows = context.shape[:2]
+
+    def find_real():
+        real = torch.zeros(batch, before + rows + after, dtype=torch.bool, device=context.device)
+        mask = extra.get("attention_mask")
+        real[:, before:before + rows] = mask.to(context.device).bool() if isinstance(mask, torch.Tensor) else True
+        return real
+
+    return ModelInputs(rows, find_real, text_tokens=before + rows + after, text_offset=before)

@@ -6,6 +6,9 @@
   block's inputs, then calls whatever was installed there before it, or the original block.
 - `AttentionHook` (transformer_options["optimized_attention_override"]): edits q/k of the attention calls
   inside hooked blocks, then calls the previous override, or the backend ComfyUI chose.
+- `PostBlockHook` (patches["double_block"]): on models that mark their blocks themselves and offer only a
+  patch after each block (Z-Image / Lumina 2), edits the inputs of the next block; the attention hook then
+  places calls by the model's own transformer_options["block_index"].
 - `outer_sample_wrapper` (WrappersMP.OUTER_SAMPLE): gives each sampling run fresh caches and logs what was
   touched when it ends.
 """
@@ -15,6 +18,8 @@ import dataclasses
 
 import torch
 
+from ..core.blocklist import DOUBLE
+from .adapters import MARKED
 from .attention_call import AttentionCall
 from .state import (
     BLOCK_KEY, CONFIG_KEY, HOOK_KEY, INSIDE_KEY, NEGATIVE, OTHER, PASS_KEY, POSITIVE, RUN_KEY, STEP_KEY,
@@ -321,6 +326,8 @@ class AttentionHook:
     def __call__(self, func, *args, **kwargs):
         options = kwargs.get("transformer_options")
         ctx = options.get(BLOCK_KEY) if isinstance(options, dict) else None
+        if ctx is None and isinstance(options, dict) and len(args) >= 3:
+            ctx = _marked_block(options, _query_tokens(args, kwargs))
         if ctx is None or options.get(INSIDE_KEY) or len(args) < 3:
             return self._inner(func, args, kwargs)
         compiling = torch.compiler.is_compiling()
@@ -351,6 +358,50 @@ class AttentionHook:
         if self.inner is not None:
             return self.inner(func, *args, **kwargs)
         return func(*args, **kwargs)
+
+
+def _marked_block(options: dict, query_tokens: int):
+    """The block context of an attention call on a model that marks its blocks itself (ComfyUI sets
+    transformer_options["block_index"] there: feature-detected by its presence), or None."""
+    plan = options.get(STEP_KEY)
+    config = options.get(CONFIG_KEY)
+    index = options.get("block_index")
+    if plan is None or config is None or index is None or config.adapter.block_access != MARKED:
+        return None
+    block = (DOUBLE, int(index))
+    here = tuple(iv for iv in plan.active if block in iv.blocks and iv.acts_on_attention)
+    if not here:
+        return None
+    text_len = plan.inputs.text_tokens
+    for iv in here:
+        plan.note_touch(iv.label, block)
+    return BlockContext(block=block, interventions=here, plan=plan, adapter=config.adapter, text_len=text_len,
+                        image_len=None if text_len is None else query_tokens - text_len)
+
+
+class PostBlockHook:
+    """A patch after each block (patches["double_block"]), for models that offer no block-replace hook: edits
+    the text the next block receives, as BlockHook edits a block's inputs elsewhere. Block 0's input is out of
+    its reach."""
+
+    def __call__(self, args: dict) -> dict:
+        options = args.get("transformer_options") or {}
+        plan = options.get(STEP_KEY)
+        config = options.get(CONFIG_KEY)
+        if plan is None or config is None or args.get("txt") is None:
+            return {}
+        block = (DOUBLE, int(args["block_index"]) + 1)
+        here = tuple(iv for iv in plan.active if block in iv.blocks and iv.acts_on_block_inputs)
+        if not here:
+            return {}
+        ctx = BlockContext(block=block, interventions=here, plan=plan, adapter=config.adapter,
+                           text_len=args["txt"].shape[1], image_len=args["img"].shape[1])
+        original = args["txt"]
+        edited = {"txt": original, "img": args["img"], "transformer_options": options}
+        for iv in here:
+            edited = iv.edit_block_inputs(edited, ctx)
+            plan.note_touch(iv.label, block)
+        return {} if edited["txt"] is original else {"txt": edited["txt"]}
 
 
 def _query_tokens(args: tuple, kwargs: dict) -> int:

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..core.blocklist import DOUBLE, SINGLE
-from .hooks import OVERRIDE_KEY, AttentionHook, BlockHook, apply_model_wrapper, outer_sample_wrapper
+from .adapters import MARKED
+from .hooks import OVERRIDE_KEY, AttentionHook, BlockHook, PostBlockHook, apply_model_wrapper, outer_sample_wrapper
 from .state import CONFIG_KEY, HOOK_KEY, TokenFocusConfig
 
 WRAPPER_KEY = "tokenfocus"
@@ -22,8 +23,11 @@ def add_intervention(model_patcher, adapter, intervention):
     for wrapper_type, wrapper in ((ext.WrappersMP.APPLY_MODEL, apply_model_wrapper), (ext.WrappersMP.OUTER_SAMPLE, outer_sample_wrapper)):
         if not clone.get_wrappers(wrapper_type, WRAPPER_KEY):
             clone.add_wrapper_with_key(wrapper_type, WRAPPER_KEY, wrapper)
-    for block in _blocks_to_hook(config):
-        _hook_block(clone, block)
+    if config.adapter.block_access == MARKED:
+        _hook_after_blocks(clone, config)
+    else:
+        for block in _blocks_to_hook(config):
+            _hook_block(clone, block)
     # set_model_patch_replace swaps in a new transformer_options dict: fetch it only now.
     options = clone.model_options["transformer_options"]
     options[CONFIG_KEY] = config
@@ -50,3 +54,13 @@ def _hook_block(clone, block: tuple) -> None:
         return
     kind, index = block
     clone.set_model_patch_replace(BlockHook(block, inner=existing), "dit", kind, index)
+
+
+def _hook_after_blocks(clone, config: TokenFocusConfig) -> None:
+    """Models that mark their blocks themselves: one patch after every block (a list ComfyUI calls in turn, so
+    other packs' patches there stay), only where some intervention edits block inputs."""
+    if not any(iv.acts_on_block_inputs for iv in config.interventions):
+        return
+    patches = clone.model_options["transformer_options"].get("patches", {}).get("double_block", [])
+    if not any(isinstance(p, PostBlockHook) for p in patches):
+        clone.set_model_patch(PostBlockHook(), "double_block")

@@ -177,12 +177,15 @@ class TokenBias(Intervention):
             if bias is not None:
                 groups.setdefault(id(bias), (bias, []))[1].append(b)
         for bias, samples in groups.values():
-            if bias.shape[0] != keys:
+            rows = ctx.adapter.conditioning_keys(keys, bias.shape[0], ctx.plan.inputs)
+            if rows is None:
                 ctx.plan.warn_once(f"{self.label}-rows-{keys}", (
                     f"{self.label}: {keys} text keys where the weights have {bias.shape[0]} rows (a batch padded "
                     "to a common length?); left unweighted there"))
                 continue
-            call.key_bias().add(key_slice, bias, samples, queries)
+            # Text keys outside the conditioning's rows (padding or rows the model adds itself) keep a zero bias.
+            rows = slice(key_slice.start + rows.start, key_slice.start + rows.stop)
+            call.key_bias().add(rows, bias, samples, queries)
 
     def _regional_queries(self, ctx, seq_q: int, image: slice, device):
         """Per query: the mask's weight over its image token; 0 for text queries."""

@@ -13,6 +13,9 @@ Layouts (ComfyUI v0.3.64):
            rows (padded to 77) (text_encoders/sd3_clip.py:35-37, 110-141). The prompt is in both segments.
   t5       Chroma, LTX-Video: the T5 stream alone, prompt rows and '</s>', not padded (text_encoders/pixart_t5.py,
            min_length 1) or padded to 128 rows (text_encoders/lt.py).
+  qwen3_4b Z-Image, Flux.2 Klein 4B (qwen3_8b: Klein 9B): the whole ChatML template is the context, one row per
+           token (text_encoders/z_image.py, flux.py KleinTokenizer, which pads to 512): the prompt is the
+           user's text inside it.
   llama    HunyuanVideo: the prompt is formatted into a system template, and only the user part survives:
            from after '<|end_header_id|>' '\\n\\n' to the '<|eot_id|>' inclusive (hunyuan_video.py:98-131).
 """
@@ -36,6 +39,8 @@ ENCODERS = {
     "sd3": "CLIP-L/G + T5-XXL",
     "llama": "LLaMA chat template",
     "t5": "T5-XXL alone (PixArt-style tokenizer: unpadded, or padded to 128 rows for LTX-Video)",
+    "qwen3_4b": "Qwen3-4B chat template, whole (Z-Image unpadded; Flux.2 Klein 4B padded to 512)",
+    "qwen3_8b": "Qwen3-8B chat template, whole (Flux.2 Klein 9B, padded to 512)",
 }
 
 # The token streams clip.tokenize returns identify the layout (HiDream's {g, l, t5xxl, llama} does not match).
@@ -45,6 +50,8 @@ _LAYOUT_BY_STREAMS = {
     frozenset({"g", "l", "t5xxl"}): "sd3",
     frozenset({"l", "llama"}): "llama",
     frozenset({"t5xxl"}): "t5",
+    frozenset({"qwen3_4b"}): "qwen3_4b",
+    frozenset({"qwen3_8b"}): "qwen3_8b",
 }
 _SUB_TOKENIZER_ATTR = {"l": "clip_l", "g": "clip_g", "t5xxl": "t5xxl", "llama": "llama"}
 
@@ -116,6 +123,8 @@ def context_layout(clip, text: str) -> ContextLayout:
         return ContextLayout(encoder, len(seg.ids), (seg,))
     if encoder == "sd3":
         return _sd3_layout(clip, streams)
+    if encoder in ("qwen3_4b", "qwen3_8b"):
+        return _chat_template_layout(tok, streams, encoder)
     return _llama_layout(tok, streams)
 
 
@@ -204,6 +213,29 @@ def _llama_layout(tok, streams) -> ContextLayout:
     rows = ([ids[i] for i in kept], [labels[i] for i in kept], real)
     seg = _segment("llama", 0, rows, BYTE_BPE, tok.llama)
     return ContextLayout("llama", len(seg.ids), (seg,))
+
+
+def chat_prompt_span(labels) -> tuple[int, int]:
+    """[start, stop) of the user's text in a ChatML template ('<|im_start|>user\\n{}<|im_end|>...'): after the first
+    '<|im_start|>' 'user' and the newline, up to the '<|im_end|>' that closes the user's turn."""
+    start, stop = 0, len(labels)
+    for i in range(len(labels) - 1):
+        if labels[i] == "<|im_start|>" and labels[i + 1] == "user":
+            start = i + 3
+            break
+    ends = [i for i, label in enumerate(labels) if label == "<|im_end|>" and i >= start]
+    return start, ends[0] if ends else stop
+
+
+def _chat_template_layout(tok, streams, encoder) -> ContextLayout:
+    """Z-Image and Flux.2 Klein encode the whole chat template, one row per token (Klein's tokenizer then pads to
+    512): the prompt's rows are the user's text inside it; template and padding rows are not prompt text."""
+    sub = getattr(tok, getattr(tok, "clip", encoder))
+    ids, labels, real = _stream_rows(streams[encoder], sub)
+    start, stop = chat_prompt_span(labels)
+    real = [r and start <= i < stop for i, r in enumerate(real)]
+    seg = _segment(encoder, 0, (ids, labels, real), BYTE_BPE, sub)
+    return ContextLayout(encoder, len(seg.ids), (seg,))
 
 
 def token_rows(clip, text: str) -> tuple[list[str], list[bool], str]:

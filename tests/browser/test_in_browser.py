@@ -71,7 +71,8 @@ def load(name: str, dialogs: bool = False) -> str:
     workflow = json.dumps(wl.load(wl.WORKFLOW_DIR / f"{name}.json"))
     return f"({LOAD})({workflow}, {json.dumps(dialogs)})"
 
-PREVIEWS = """() => app.graph.nodes.filter((n) => n.type.startsWith('TokenFocus_')).map((n) => {
+# Every TokenFocus node with a block list shows where it acts (Token Importance has none: no preview).
+PREVIEWS = """() => app.graph.nodes.filter((n) => n.type.startsWith('TokenFocus_') && n.widgets?.some((w) => w.name === 'blocks')).map((n) => {
   const w = n.widgets.find((w) => w.name === 'tokenfocus_preview');
   const el = w?.element;
   const box = el?.getBoundingClientRect();

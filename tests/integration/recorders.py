@@ -28,6 +28,7 @@ class AttentionRecorder:
         self.block = None
         self.counters = {"outer": 0, "inner": 0}
         self.records = {"outer": [], "inner": []}
+        self.marked = {}
         self.inner_runs = 0
 
     def _block_patch(self, block):
@@ -41,9 +42,16 @@ class AttentionRecorder:
 
     def _override(self, where, previous):
         def override(func, *args, **kwargs):
-            if self.block is not None:
-                sigma = float(kwargs["transformer_options"]["sigmas"].reshape(-1)[0])
-                self.records[where].append(Call(self.block, self.counters[where], sigma, args[0].detach().clone(),
+            block = self.block
+            options = kwargs.get("transformer_options") or {}
+            if block is None and options.get("block_index") is not None:
+                # A model that marks its blocks itself and has no block-replace hook (Z-Image, Lumina 2).
+                block = ("double_block", int(options["block_index"]))
+                if self.marked.get(where) != block:
+                    self.marked[where], self.counters[where] = block, 0
+            if block is not None:
+                sigma = float(options["sigmas"].reshape(-1)[0])
+                self.records[where].append(Call(block, self.counters[where], sigma, args[0].detach().clone(),
                                                 args[1].detach().clone(), getattr(func, "__name__", str(func))))
                 self.counters[where] += 1
             if where == "inner":
@@ -83,12 +91,27 @@ def scaled_by(before: torch.Tensor, after: torch.Tensor, factor: float) -> bool:
 
 class BlockInputRecorder:
     """Block patches that record a block's `txt` (or joint sequence) as it arrives, one before a TokenFocus
-    node (seeing what TokenFocus hands the block) and one after it (seeing what ComfyUI hands TokenFocus)."""
+    node (seeing what TokenFocus hands the block) and one after it (seeing what ComfyUI hands TokenFocus).
 
-    def __init__(self, blocks):
+    marked=True: a model with no block-replace hook that calls patches["double_block"] after each block
+    (Z-Image, Lumina 2): the patch after block i records what block i + 1 receives. ComfyUI calls those
+    patches in the order they were added, so there the one added before TokenFocus sees the text first."""
+
+    def __init__(self, blocks, marked=False):
         self.blocks = list(blocks)
+        self.marked = marked
         self.records = {"outer": [], "inner": []}
         self.outputs = {"outer": [], "inner": []}
+
+    def _post_patch(self, where):
+        def patch(args):
+            block = ("double_block", int(args["block_index"]) + 1)
+            if block in self.blocks:
+                options = args["transformer_options"]
+                self.records[where].append((block, float(options["sigmas"].reshape(-1)[0]),
+                                            tuple(options["cond_or_uncond"]), args["txt"].detach().clone()))
+            return {}
+        return patch
 
     def _patch(self, where, block, previous):
         def patch(args, extra):
@@ -104,6 +127,9 @@ class BlockInputRecorder:
 
     def _install(self, patcher, where):
         patched = patcher.clone()
+        if self.marked:
+            patched.set_model_patch(self._post_patch({"inner": "outer", "outer": "inner"}[where]), "double_block")
+            return patched
         existing = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
         for kind, index in self.blocks:
             patched.set_model_patch_replace(self._patch(where, (kind, index), existing.get((kind, index))), "dit", kind, index)

@@ -22,6 +22,11 @@ CASES = {
     "qwen_image": ("1", {("double_block", 1)}, {0}),                                # joint, [B, L, H*D]
     "chroma": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
     "ltxv": ("1", {("double_block", 1)}, {1}),                                      # text cross-attention
+    "z_image": ("1", {("double_block", 1)}, {0}),                                   # marked by the model itself
+    "lumina2": ("0", {("double_block", 0)}, {0}),                                   # grouped-query attention
+    "flux2": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
+    "hunyuan_video_15": ("1,s0", {("double_block", 1), ("single_block", 0)}, {0}),
+    "hunyuan_image_21": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
 }
 
 

@@ -8,7 +8,8 @@ import tiny_models as tm
 from recorders import AttentionRecorder
 
 STEPS = 4
-FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv", "z_image", "lumina2", "flux2", "hunyuan_video_15",
+            "hunyuan_image_21"]
 WEIGHTED_ROWS = (1, 3)      # two prompt tokens made important
 
 
@@ -52,7 +53,7 @@ def weighted_share(call, model, text_first):
     if model.joint_order is None:
         cols, image_queries = list(WEIGHTED_ROWS), slice(None)
     else:
-        n_txt = model.text_len
+        n_txt = model.text_tokens     # Z-Image pads its text inside the model
         offset = 0 if model.joint_order == "txt_img" else k4.shape[2] - n_txt
         cols = [offset + r for r in WEIGHTED_ROWS]
         image_queries = slice(n_txt, None) if model.joint_order == "txt_img" else slice(0, k4.shape[2] - n_txt)
@@ -73,7 +74,7 @@ def test_neutral_weights_are_bit_identical_and_real_ones_act(tiny, nodes, family
     assert torch.equal(sample_with(model, model.patcher), base)
 
 
-@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "qwen_image"])
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "qwen_image", "z_image"])
 def test_share_of_the_weighted_tokens_rises_with_strength(tiny, nodes, family):
     model = tiny(family)
     shares = []
@@ -260,3 +261,22 @@ def test_an_empty_mask_is_neutral_and_a_video_mask_must_fit(tiny, nodes):
         sample_with(model, patched)
     with pytest.raises(ValueError, match="one frame"):
         reweight(nodes, tiny("sd3"), weights_for(tiny("sd3"), nodes), mask=torch.ones(2, 16, 16))
+
+
+@pytest.mark.parametrize("family", ["flux2", "z_image", "hunyuan_video_15", "hunyuan_image_21"])
+def test_weights_land_on_the_prompt_rows_where_the_model_pads_the_text_itself(tiny, nodes, family):
+    """Flux.2's conditioning sits after the zero rows ComfyUI puts in front of it, Z-Image's before the pad
+    rows the model appends, HunyuanVideo 1.5's after the vision and ByT5 rows, HunyuanImage 2.1's before its
+    ByT5 rows: the weights (one per conditioning row) bias exactly the prompt's keys."""
+    model = tiny(family)
+    recorder = AttentionRecorder(model.double_blocks, model.single_blocks)
+    patched, _ = reweight(nodes, model, weights_for(model, nodes), patcher=recorder.before(model.patcher))
+    sample_with(model, recorder.after(patched))
+    first = next(i for o, i in recorder.pairs() if o.block == ("double_block", 0))
+    d = first.q.shape[-1] - 8                                   # the bias is folded into 8 extra head dims
+    cond = 1 if first.q.shape[0] == 2 else 0                    # batched [uncond, cond], or cond first alone
+    bias_column = first.k[cond, 0, :, d]
+    prompt = model.prompt_rows()
+    text_start = 0 if model.joint_order == "txt_img" else first.k.shape[2] - model.text_tokens   # [img; txt]
+    expected = [text_start + prompt.start + r for r in WEIGHTED_ROWS]
+    assert bias_column.nonzero().flatten().tolist() == expected

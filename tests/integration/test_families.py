@@ -4,13 +4,12 @@ Variants that share a class with a served family (HunyuanImage 2.1 and HunyuanVi
 with Flux.1) are told apart by their parameters; classes that cannot be hooked are refused with the reason.
 Each is a tiny random-weight instance of ComfyUI's own class; skipped, saying why, where this ComfyUI lacks it.
 """
-import importlib
 
 import pytest
 import torch
 
+import comfy_env
 import tiny_models as tm
-from comfy_env import host_lacks
 
 NODE_SETTINGS = {
     "TokenFocus_AttentionTemperature": dict(gamma=1.35, blocks="all", start_percent=0.0, end_percent=1.0),
@@ -39,38 +38,6 @@ def patcher_around(diffusion_model):
     return env.comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-def hunyuan_video_variant(**params):
-    module = importlib.import_module("comfy.ldm.hunyuan_video.model")
-    config = tm.with_installed_params("HunyuanVideo", {
-        "image_model": "hunyuan_video", "in_channels": 16, "out_channels": 16, "vec_in_dim": tm.POOLED_DIM,
-        "context_in_dim": tm.TEXT_DIM, "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 1,
-        "depth_single_blocks": 1, "axes_dim": [8, 12, 12], "theta": 256, "qkv_bias": True, "guidance_embed": False,
-        "patch_size": [1, 2, 2], "byt5": False, "meanflow": False,
-    })
-    declared = {f.name for f in __import__("dataclasses").fields(module.HunyuanVideoParams)}
-    missing = set(params) - declared
-    if missing:
-        host_lacks(f"HunyuanVideo parameters {sorted(missing)}: the variant does not exist in this ComfyUI")
-    import comfy.ops
-    return module.HunyuanVideo(**{**config, **params}, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
-
-
-def flux2():
-    module = importlib.import_module("comfy.ldm.flux.model")
-    import dataclasses
-
-    if "global_modulation" not in {f.name for f in dataclasses.fields(module.FluxParams)}:
-        host_lacks("Flux.2 (its Flux class has no global_modulation)")
-    import comfy.ops
-    config = tm.with_installed_params("Flux", {
-        "image_model": "flux2", "in_channels": 16, "out_channels": 16, "vec_in_dim": None, "context_in_dim": tm.TEXT_DIM,
-        "hidden_size": 64, "mlp_ratio": 3.0, "num_heads": 2, "depth": 1, "depth_single_blocks": 1,
-        "axes_dim": [8, 8, 8, 8], "theta": 2000, "qkv_bias": False, "guidance_embed": False, "patch_size": 1,
-        "global_modulation": True, "mlp_silu_act": True, "ops_bias": False, "txt_ids_dims": [3],
-    })
-    return module.Flux(**config, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
-
-
 def pixart():
     from comfy.ldm.pixart.pixartms import PixArtMS
     import comfy.ops
@@ -86,10 +53,6 @@ def hunyuan_dit():
 
 
 REFUSED = {
-    "HunyuanImage 2.1": (lambda: hunyuan_video_variant(byt5=True), "HunyuanImage 2.1 is not supported.*ByT5"),
-    "HunyuanVideo 1.5": (lambda: hunyuan_video_variant(vision_in_dim=32, use_cond_type_embedding=True, byt5=True),
-                         "HunyuanVideo 1.5 is not supported.*vision and ByT5 rows"),
-    "Flux.2": (flux2, "Flux.2 is not supported.*left-padded"),
     "PixArt": (pixart, "cannot act on PixArt: .*copying its forward"),
     "HunyuanDiT": (hunyuan_dit, "cannot act on HunyuanDiT: .*transformer_options"),
 }
@@ -117,3 +80,61 @@ def test_every_tiny_model_is_served_by_a_family_module(tiny, family):
     adapter = detect(tiny(family).patcher)
     assert adapter.name in {f.name for f in FAMILIES}
     assert adapter.profile.variant and adapter.profile.encoder and adapter.profile.padding_note
+
+
+def next_dit(**params):
+    from comfy.ldm.lumina.model import NextDiT
+    import comfy.ops
+    config = {"patch_size": 2, "in_channels": 16, "dim": 64, "cap_feat_dim": tm.TEXT_DIM, "n_layers": 1,
+              "n_refiner_layers": 1, "qk_norm": True, "n_heads": 2, "n_kv_heads": 2, "axes_dims": [8, 12, 12],
+              "axes_lens": [300, 512, 512], "multiple_of": 32}
+    return NextDiT(**{**config, **params}, dtype=torch.float32, operations=comfy.ops.disable_weight_init)
+
+
+def test_lumina2_is_served_where_comfyui_marks_its_blocks_and_refused_saying_why_where_not(comfy):
+    import inspect
+
+    from tokenfocus.families import detect
+    from comfy.ldm.lumina.model import NextDiT
+
+    patcher = patcher_around(next_dit())
+    if '"block_index"' in inspect.getsource(NextDiT._forward):
+        adapter = detect(patcher)
+        assert adapter.profile.variant == "Lumina 2 / Neta" and adapter.n_double == 1
+    else:
+        with pytest.raises(ValueError, match="Lumina 2 is not supported on this ComfyUI: .*mark its blocks"):
+            detect(patcher)
+
+
+def test_z_image_omni_is_refused_naming_it(comfy):
+    import inspect
+
+    from tokenfocus.families import detect
+    from comfy.ldm.lumina.model import NextDiT
+
+    if "siglip_feat_dim" not in inspect.signature(NextDiT.__init__).parameters:
+        comfy_env.host_lacks("Z-Image Omni (NextDiT's siglip_feat_dim)")
+    model = next_dit(dim=256, axes_dims=[32, 48, 48], z_image_modulation=True, pad_tokens_multiple=32, siglip_feat_dim=32)
+    with pytest.raises(ValueError, match="Z-Image Omni is not supported: .*SigLIP"):
+        detect(patcher_around(model))
+
+
+def test_flux2_is_told_apart_from_flux1_by_its_parameters_and_its_zero_rows_are_padding(tiny):
+    from tokenfocus.families import detect
+
+    flux1, flux2 = detect(tiny("flux").patcher), detect(tiny("flux2").patcher)
+    assert (flux1.name, flux1.profile.variant) == ("Flux", "Flux.1")
+    assert flux2.name == "Flux.2" and flux2.profile.variant == "Flux.2"   # tiny text width: no named variant
+    context = torch.cat([torch.zeros(1, 5, 4), torch.ones(1, 3, 4)], dim=1)    # left-padded as ComfyUI does
+    assert flux2.inspect_inputs(context, {}).real_mask.tolist() == [[False] * 5 + [True] * 3]
+    assert flux1.inspect_inputs(context, {}).real_mask is None
+
+
+@pytest.mark.parametrize("family, variant", [("hunyuan_video", "HunyuanVideo"), ("hunyuan_video_15", "HunyuanVideo 1.5"),
+                                             ("hunyuan_image_21", "HunyuanImage 2.1")])
+def test_hunyuan_variants_are_told_apart_by_their_parameters(tiny, family, variant):
+    from tokenfocus.families import detect
+
+    adapter = detect(tiny(family).patcher)
+    assert adapter.profile.variant == variant
+    assert ("ByT5" in adapter.profile.padding_note) == (family != "hunyuan_video")

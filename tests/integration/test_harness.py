@@ -53,6 +53,11 @@ def test_metadata_matches_what_the_blocks_see(tiny, family):
             return extra["original_block"](args)
         return patch
 
+    if model.block_access == "marked":
+        # No block-replace hook: the model marks its blocks and calls patches["double_block"] after each.
+        model.patcher.set_model_patch(lambda args: calls.append((
+            "double_block", args["block_index"], args["txt"].shape[1],
+            tuple(args["transformer_options"]["cond_or_uncond"]))) or {}, "double_block")
     for kind, count in (("double_block", model.double_blocks), ("single_block", model.single_blocks)):
         for i in range(count):
             model.patcher.set_model_patch_replace(recorder(kind, i), "dit", kind, i)
@@ -63,11 +68,14 @@ def test_metadata_matches_what_the_blocks_see(tiny, family):
     assert len({c[1] for c in calls if c[0] == "single_block"}) == model.single_blocks
     assert {c for call in calls for c in call[3]} == {0, 1}
     extra_rows = model.txt_layout[-1].stop - model.text_len  # Wan i2v: CLIP image rows before the text
+    padded = model.text_tokens_for  # Z-Image and Flux.2 pad the text inside the model, Hunyuan 1.5 adds rows
+    if model.pad_text_multiple > 1:
+        assert model.pad_text_multiple == model.unet_config["pad_tokens_multiple"]
     for _, _, rows, cond_or_uncond in doubles:
         if cond_or_uncond == (1,):
-            assert rows == model.negative_text_len + extra_rows
+            assert rows == padded(model.negative_text_len, uncond=True) + extra_rows
         else:  # cond alone, or cond and uncond batched (equal lengths)
-            assert rows == model.text_len + extra_rows
+            assert rows == padded(model.text_len) + extra_rows
 
 
 @pytest.mark.parametrize("family", [f for f in FAMILIES if f.startswith("wan")])

@@ -11,7 +11,8 @@ import tiny_models as tm
 from recorders import AttentionRecorder
 
 STEPS = 3
-FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv",
+            "z_image", "lumina2", "flux2", "hunyuan_video_15", "hunyuan_image_21"]
 WEIGHTED_ROWS = (1, 3)
 
 

@@ -376,3 +376,52 @@ def test_flux_density_spreads_content_words_and_guidance_suppresses_only_the_top
     _, report = ImportanceGuidanceNode.execute(tiny("flux").patcher, tw, scale=1.0, start_percent=0.0, end_percent=0.5).args
     suppressed, real = (int(n) for n in report.split("Suppressed in the extra pass: ")[1].split(" prompt")[0].split(" of "))
     assert 0 < suppressed <= real // 3, report
+
+
+@pytest.mark.parametrize("tokenizer, rows", [("ZImageTokenizer", None), ("KleinTokenizer", 512), ("KleinTokenizer8B", 512)])
+def test_qwen3_chat_template_rows_hold_the_prompt_inside_the_template(comfy, tokenizer, rows):
+    """Z-Image and Flux.2 Klein encode the whole ChatML template (Klein padded to 512): on ComfyUI's own Qwen
+    tokenizer files, the prompt's rows are exactly the user's text, every occurrence of a word is weighted, and
+    the template and padding rows stay at 1."""
+    import importlib
+
+    module = "comfy.text_encoders.z_image" if tokenizer == "ZImageTokenizer" else "comfy.text_encoders.flux"
+    try:
+        cls = getattr(importlib.import_module(module), tokenizer)
+    except (ImportError, AttributeError):
+        host_lacks(f"{module}.{tokenizer}")
+    clip = make_clip(cls())
+    weights = build_token_weights(clip, PROMPT, "sunflower:2")
+    sub = getattr(clip.tokenizer, clip.tokenizer.clip)
+    stream = clip.tokenize(PROMPT)[clip.tokenizer.clip][0]
+    assert len(weights) == (rows or len(stream)) == len(stream)
+    ids = [int(t) for t, _w in stream]
+    real_ids = [i for i, r in zip(ids, weights.real) if r]
+    assert sub.tokenizer.decode(real_ids) == PROMPT
+    assert weights.labels[0] == "<|im_start|>" and not weights.real[0]
+    heavy = [label for label, w in zip(weights.labels, weights.weights) if w == 2.0]
+    # 'Sunflower' and '(sunflower:1.2)' (these templates take the text as it is: no weight syntax), not 'sunflowers'
+    assert "".join(heavy).replace("Ġ", "").lower() == "sunflower" * 2, heavy
+    assert all(w == 1.0 for w, r in zip(weights.weights, weights.real) if not r)
+
+
+def test_z_image_weights_from_its_template_reweight_the_tiny_z_image(tiny):
+    """Token Importance on Z-Image's own tokenizer feeds Token Reweighting on a Z-Image whose conditioning has
+    the rows that template gives (one per token): the node accepts them and the output changes."""
+    import dataclasses
+
+    import tiny_models as tm
+    from tokenfocus.nodes.dare import TokenReweightNode
+
+    try:
+        from comfy.text_encoders.z_image import ZImageTokenizer
+    except ImportError:
+        host_lacks("comfy.text_encoders.z_image")
+    model = tiny("z_image")
+    weights = build_token_weights(make_clip(ZImageTokenizer()), "a red hat and a sunflower", "sunflower:3")
+    context = torch.randn(1, len(weights), tm.TEXT_DIM, generator=torch.Generator().manual_seed(5))
+    model = dataclasses.replace(model, positive=[[context, {}]], text_len=len(weights), real_tokens=len(weights))
+    patched, report = TokenReweightNode.execute(model.patcher, weights, strength=1.0, blocks="all", start_percent=0.0,
+                                                end_percent=1.0).args
+    base = tm.sample(model)
+    assert not torch.equal(tm.sample(dataclasses.replace(model, patcher=patched)), base)

@@ -9,7 +9,8 @@ import tiny_models as tm
 from recorders import BlockInputRecorder
 
 SIGMA, K, STEPS = 1.3, 2, 4
-FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv",
+            "z_image", "lumina2", "flux2", "hunyuan_video_15", "hunyuan_image_21"]
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +48,15 @@ def text_rows(model, block, tokens, last_txt_rows):
     return text
 
 
+def only_prompt_rows(model, before, after, uncond):
+    """The prompt's rows of a sample's text before and after, checking that its padding rows were untouched."""
+    rows = model.prompt_rows(uncond)
+    pad = torch.ones(before.shape[0], dtype=torch.bool)
+    pad[rows] = False
+    assert torch.equal(before[pad], after[pad]), "padding rows changed"
+    return before[rows], after[rows]
+
+
 def centred_singular_values(x):
     return torch.linalg.svdvals((x - x.mean(0, keepdim=True)).double())
 
@@ -55,7 +65,7 @@ def centred_singular_values(x):
 def test_spacing_keeps_the_mean_and_spreads_the_top_k_directions(tiny, nodes, family):
     model = tiny(family)
     blocks = [("double_block", i) for i in range(model.double_blocks)] + [("single_block", i) for i in range(model.single_blocks)]
-    recorder = BlockInputRecorder(blocks)
+    recorder = BlockInputRecorder(blocks, marked=model.block_access == "marked")
     patched, report = spacing(nodes, recorder.before(model.patcher))
     sample_with(model, recorder.after(patched))
     checked, last_txt_rows = 0, None
@@ -65,11 +75,10 @@ def test_spacing_keeps_the_mean_and_spreads_the_top_k_directions(tiny, nodes, fa
         text_before, text_after = text_rows(model, block, before, last_txt_rows), text_rows(model, block, after, last_txt_rows)
         for b in range(before.shape[0]):
             x, y = text_before[b], text_after[b]
-            if family.startswith("wan") or family == "ltxv":
-                # Padding the model marks (Wan: zero rows of the context; LTX-Video: its T5 mask) comes back untouched.
-                n_real = model.real_tokens if cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 0 else model.negative_real_tokens
-                assert torch.equal(x[n_real:], y[n_real:]), "padding rows changed"
-                x, y = x[:n_real], y[:n_real]
+            if family.startswith("wan") or family == "ltxv" or model.pads_text:
+                # Padding rows (Wan, Flux.2: zero rows of the context; LTX-Video: its T5 mask; Z-Image: the pad
+                # token the model appends) must come back untouched.
+                x, y = only_prompt_rows(model, x, y, cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 1)
             assert torch.allclose(x.mean(0), y.mean(0), atol=1e-4), (block, "mean moved")
             s_before, s_after = centred_singular_values(x), centred_singular_values(y)
             assert torch.allclose(s_after[:K], s_before[:K] * SIGMA, rtol=1e-3), (block, s_before[:4], s_after[:4])
@@ -125,10 +134,12 @@ def test_wan_context_is_decomposed_once_per_run(tiny, nodes, monkeypatch):
     assert len(calls) == 2, "a new run starts with fresh caches"
 
 
-@pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv"])
+@pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv", "z_image", "lumina2",
+                                    "flux2", "hunyuan_video_15", "hunyuan_image_21"])
 def test_alignment_rotates_the_residual_and_keeps_norms(tiny, nodes, family):
     model = tiny(family)
-    recorder = BlockInputRecorder([("double_block", 0)])
+    marked = model.block_access == "marked"     # block 0's input is out of reach there: watch block 1
+    recorder = BlockInputRecorder([("double_block", 1 if marked else 0)], marked=marked)
     patched, _ = alignment(nodes, recorder.before(model.patcher))
     base = sample_with(model, model.patcher)
     assert not torch.equal(sample_with(model, recorder.after(patched)), base)
@@ -138,10 +149,8 @@ def test_alignment_rotates_the_residual_and_keeps_norms(tiny, nodes, family):
         for b in range(before.shape[0]):
             is_uncond = cond_or_uncond[b * len(cond_or_uncond) // before.shape[0]] == 1
             x, y = text_before[b], text_after[b]
-            if family.startswith("wan") or family == "ltxv":
-                n = model.negative_real_tokens if is_uncond else model.real_tokens
-                assert torch.equal(x[n:], y[n:])
-                x, y = x[:n], y[:n]
+            if family.startswith("wan") or family == "ltxv" or model.pads_text:
+                x, y = only_prompt_rows(model, x, y, is_uncond)
             if is_uncond:
                 assert torch.equal(x, y), "uncond tokens are the reference, never rotated"
                 continue
@@ -265,3 +274,27 @@ def test_alignment_at_cfg_1_aligns_to_the_negative_input(tiny, nodes, family):
         block, _, chunks, _, after_cfg = recorder.pairs()[0]
         cond_sample = [c for c in chunks].index(0)
         assert torch.allclose(after_cfg[cond_sample][:model.real_tokens], y, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["z_image", "lumina2"])
+def test_block_zero_is_out_of_reach_where_the_model_patches_only_after_blocks(tiny, nodes, family):
+    model = tiny(family)
+    patched, report = spacing(nodes, model.patcher)
+    assert "Block 0 left out" in report and "blocks 1" in report
+    iv = patched.model_options["transformer_options"]["tokenfocus"].interventions[0]
+    assert ("double_block", 0) not in iv.blocks
+    for node in (spacing, alignment):
+        with pytest.raises(ValueError, match="block 0 cannot be edited"):
+            node(nodes, model.patcher, blocks="0-1")
+
+
+@pytest.mark.parametrize("family", ["z_image", "lumina2"])
+def test_a_foreign_post_block_patch_still_runs(tiny, nodes, family):
+    model = tiny(family)
+    seen = []
+    foreign = model.patcher.clone()
+    foreign.set_model_patch(lambda args: seen.append(args["block_index"]) or {}, "double_block")
+    patched, _ = spacing(nodes, foreign)
+    out = sample_with(model, patched)
+    assert seen and torch.isfinite(out).all()
+    assert not torch.equal(out, sample_with(model, foreign))

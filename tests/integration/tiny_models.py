@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from comfy_env import import_comfyui
+from comfy_env import host_lacks, import_comfyui
 
 TEXT_DIM = 64  # real: 4096 (T5 / Llama); the classes take the width as a parameter
 POOLED_DIM = 32  # real: 768 (CLIP-L, Flux/Hunyuan) or 2048 (CLIP-L+G, SD3)
@@ -54,8 +54,39 @@ class TinyModel:
     negative_text_len: int
     negative_real_tokens: int
     joint_order: str = None  # "txt_img" (SD3, Flux), "img_txt" (Hunyuan), None (Wan: cross attention)
+    # "replace": patches_replace["dit"] per block; "marked": the model sets transformer_options["block_index"]
+    # and calls patches["double_block"] after each block (Z-Image / Lumina 2 on ComfyUI 0.12)
+    block_access: str = "replace"
+    # Where the model pads the conditioning itself: to a multiple (Z-Image: 32) or up to a length (Flux.2:
+    # 512, in front of the prompt, with zero rows).
+    pad_text_multiple: int = 1
+    pad_text_to: int = 0
+    # Rows the model adds around the conditioning's rows from other conds (HunyuanVideo 1.5: vision and ByT5 in
+    # front; HunyuanImage 2.1: ByT5 after): (before, after) for the positive prompt, then for the negative.
+    extra_text_rows: tuple = (0, 0, 0, 0)
     x_block_layers: tuple = ()  # MMDiT-X blocks with an extra image-only self attention
     extras: dict = field(default_factory=dict)  # per-family notes (e.g. the CLIP vision tensor)
+
+    @property
+    def pads_text(self):
+        return self.pad_text_multiple > 1 or self.pad_text_to > 0 or any(self.extra_text_rows)
+
+    def text_tokens_for(self, rows, uncond=False):
+        """Text tokens the blocks see for a conditioning of `rows` rows."""
+        before, after = self.extra_text_rows[2:] if uncond else self.extra_text_rows[:2]
+        rows = max(rows, self.pad_text_to) + (-max(rows, self.pad_text_to)) % self.pad_text_multiple
+        return before + rows + after
+
+    @property
+    def text_tokens(self):
+        return self.text_tokens_for(self.text_len)
+
+    def prompt_rows(self, uncond=False):
+        """The rows of the text the blocks see that hold the prompt (the rest is padding or other rows)."""
+        n = self.negative_real_tokens if uncond else self.real_tokens
+        rows = self.text_tokens_for(self.negative_text_len if uncond else self.text_len, uncond)
+        before = self.extra_text_rows[2] if uncond else self.extra_text_rows[0]
+        return slice(rows - n, rows) if self.pad_text_to else slice(before, before + n)
 
     def clone(self):
         """A copy with its own ModelPatcher clone (shared weights), for tests that add patches."""
@@ -120,12 +151,15 @@ def with_installed_params(class_name, unet_config):
     return {**unet_config, **{k: v for k, v in values.items() if k in declared and k not in unet_config}}
 
 
-def _build_patcher(class_name, unet_config, seed):
+def _build_patcher(class_name, unet_config, seed, match=True):
+    """match=False: a class whose detection keys on a full-size width (ZImage: dim 3840) built at a tiny one."""
     env = import_comfyui()
     mm = env.comfy.model_management
-    cls = getattr(env.comfy.supported_models, class_name)
+    cls = getattr(env.comfy.supported_models, class_name, None)
+    if cls is None:
+        host_lacks(f"comfy.supported_models.{class_name}")
     unet_config = with_installed_params(class_name, unet_config)
-    assert cls.matches(unet_config), f"{class_name} does not match {unet_config}"
+    assert not match or cls.matches(unet_config), f"{class_name} does not match {unet_config}"
     model_config = cls(unet_config)
     model_config.set_inference_dtype(torch.float32, None)  # what load_diffusion_model does on a CPU
     model = model_config.get_model({}, "")
@@ -382,8 +416,153 @@ def chroma(seed=0):
     )
 
 
+def flux2(seed=0):
+    # Flux.2 dev's keys as comfy/model_detection.py gives them, tiny. Its text comes unpadded from the Mistral
+    # template; model_base.Flux2 left-pads it with zero rows to 512, so the blocks see 512 rows, the prompt last.
+    import dataclasses as dc
+
+    env = import_comfyui()
+    if "global_modulation" not in {f.name for f in dc.fields(env.comfy.ldm.flux.model.FluxParams)}:
+        host_lacks("Flux.2 (FluxParams.global_modulation)")
+    unet_config = {
+        "image_model": "flux2", "in_channels": 128, "out_channels": 128, "vec_in_dim": None,
+        "context_in_dim": TEXT_DIM, "hidden_size": 64, "mlp_ratio": 3.0, "num_heads": 2, "depth": 2,
+        "depth_single_blocks": 2, "axes_dim": [8, 8, 8, 8], "theta": 2000, "qkv_bias": False,
+        "guidance_embed": True, "patch_size": 1, "global_modulation": True, "mlp_silu_act": True,
+        "ops_bias": False, "txt_ids_dims": [3], "default_ref_method": "index", "ref_index_scale": 10.0,
+    }
+    # The text encoders give no pooled vector (Flux's encode_adm still reads the key).
+    return _unpadded_text_model("flux2", "Flux2", unet_config, seed, torch.zeros(1, 128, 8, 8), 2, 2,
+                                dict(guidance=4.0, pooled_output=None), pad_text_to=512)
+
+
+BYT5_DIM, SIGLIP_DIM = 1472, 1152  # fixed by HunyuanVideo's ByT5Mapper and HunyuanVideo 1.5's vision_in
+BYT5_ROWS, NEGATIVE_BYT5_ROWS, VISION_ROWS = 4, 3, 6
+
+
+def _hunyuan_extra_rows(family, class_name, unet_config, latent, byt5, vision, seed):
+    """HunyuanVideo 1.5 / HunyuanImage 2.1: Qwen2.5-VL rows as the conditioning, plus the ByT5 rows of the quoted
+    text (conditioning_byt5small) and, for 1.5 i2v, SigLIP vision rows (clip_vision_output), which the model
+    adds to the text stream itself."""
+    env = import_comfyui()
+    gen = _generator(seed + 1)
+    extras = {}
+
+    def cond(rows, byt5_rows):
+        if vision:
+            clip = env.comfy.clip_vision.Output()
+            clip.last_hidden_state = _randn(gen, 1, VISION_ROWS, SIGLIP_DIM)
+            extras["clip_vision_output"] = clip
+        # Qwen2.5-VL gives no pooled vector (HunyuanVideo's encode_adm still reads the key).
+        conditioning = dict(extras, pooled_output=None)
+        if byt5:
+            conditioning["conditioning_byt5small"] = _randn(gen, 1, byt5_rows, BYT5_DIM)
+        return _cond(_text(gen, rows, rows, None), **conditioning)
+
+    pos, neg = cond(PROMPT_TOKENS, BYT5_ROWS), cond(NEGATIVE_TOKENS, NEGATIVE_BYT5_ROWS)
+    patcher, model_config = _build_patcher(class_name, unet_config, seed)
+    before = VISION_ROWS * vision + BYT5_ROWS * (byt5 and vision)    # 1.5: [vision][ByT5][LLM]
+    after = BYT5_ROWS * (byt5 and not vision)                        # 2.1: [LLM][ByT5]
+    llm = (Segment("qwen25_7b", 0, PROMPT_TOKENS, PROMPT_TOKENS),)    # the extra rows: in extra_text_rows
+    return TinyModel(
+        family=family, patcher=patcher, positive=pos, negative=neg, latent={"samples": latent},
+        unet_config=unet_config, model_config=model_config, double_blocks=unet_config["depth"],
+        single_blocks=unet_config["depth_single_blocks"], text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS,
+        context_layout=llm, txt_layout=llm,
+        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, joint_order="img_txt",
+        extra_text_rows=(before, after, VISION_ROWS * vision + NEGATIVE_BYT5_ROWS * (byt5 and vision),
+                         NEGATIVE_BYT5_ROWS * (byt5 and not vision)),
+    )
+
+
+def _hunyuan_config(**params):
+    return {
+        "image_model": "hunyuan_video", "vec_in_dim": None, "context_in_dim": TEXT_DIM, "hidden_size": 64,
+        "mlp_ratio": 4.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2, "theta": 256, "qkv_bias": True,
+        "guidance_embed": False, "byt5": True, "meanflow": False, **params,
+    }
+
+
+def hunyuan_video_15(seed=0):
+    # in_channels 65 = 32 noise + 32 image latent + 1 mask (model_base.HunyuanVideo15.concat_cond), i2v with a
+    # SigLIP vision stream; blocks as model detection gives them for 1.5 (cond type embedding, vision_in).
+    import dataclasses as dc
+
+    env = import_comfyui()
+    if "vision_in_dim" not in {f.name for f in dc.fields(env.comfy.ldm.hunyuan_video.model.HunyuanVideoParams)}:
+        host_lacks("HunyuanVideo 1.5 (HunyuanVideoParams.vision_in_dim)")
+    config = _hunyuan_config(in_channels=65, out_channels=32, patch_size=[1, 1, 1], axes_dim=[8, 12, 12],
+                             use_cond_type_embedding=True, vision_in_dim=SIGLIP_DIM, meanflow_sum=True)
+    return _hunyuan_extra_rows("hunyuan_video_15", "HunyuanVideo15", config, torch.zeros(1, 32, 2, 8, 8),
+                               byt5=True, vision=True, seed=seed)
+
+
+def hunyuan_image_21(seed=0):
+    # HunyuanImage 2.1: the HunyuanVideo class with 2-D patches, 64 latent channels, ByT5 rows appended.
+    config = with_installed_params("HunyuanVideo", _hunyuan_config(in_channels=64, out_channels=64, patch_size=[1, 1],
+                                                                    axes_dim=[16, 16]))
+    return _hunyuan_extra_rows("hunyuan_image_21", "HunyuanImage21", config, torch.zeros(1, 64, 8, 8),
+                               byt5=True, vision=False, seed=seed)
+
+
+def _unpadded_text_model(family, class_name, unet_config, seed, latent, doubles, singles, cond_extras=None,
+                         match=True, **fields):
+    """A joint [txt; img] model conditioned by unpadded text rows (cond and uncond differ in length)."""
+    gen = _generator(seed + 1)
+    extras = cond_extras or {}
+    pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None), **extras)
+    neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None), **extras)
+    patcher, model_config = _build_patcher(class_name, unet_config, seed, match=match)
+    layout = (Segment("text", 0, PROMPT_TOKENS, PROMPT_TOKENS),)
+    return TinyModel(
+        family=family, patcher=patcher, positive=pos, negative=neg, latent={"samples": latent},
+        unet_config=unet_config, model_config=model_config, double_blocks=doubles, single_blocks=singles,
+        text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, joint_order="txt_img", **fields,
+    )
+
+
+def _next_dit(family, class_name, unet_config, seed, match=True):
+    # NextDiT (Z-Image, Lumina 2): the caption is unpadded text rows, cond and uncond differ in length. Its
+    # blocks are marked by the model itself (transformer_options["block_index"]), with a patch after each.
+    import inspect
+
+    env = import_comfyui()
+    source = inspect.getsource(env.comfy.ldm.lumina.model.NextDiT._forward)
+    if '"block_index"' not in source:
+        host_lacks("block marks (transformer_options['block_index']) and post-block patches in NextDiT")
+    return _unpadded_text_model(family, class_name, unet_config, seed, torch.zeros(1, 16, 16, 16),
+                                unet_config["n_layers"], 0, match=match, block_access="marked",
+                                pad_text_multiple=unet_config.get("pad_tokens_multiple") or 1)
+
+
+def z_image(seed=0):
+    # Z-Image's keys as comfy/model_detection.py gives them, at dim 256 (its modulation takes a 256-wide
+    # timestep embedding: the least width). supported_models.ZImage matches only dim 3840: built unmatched.
+    unet_config = {
+        "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 256, "cap_feat_dim": TEXT_DIM,
+        "n_layers": 2, "n_refiner_layers": 1, "qk_norm": True, "n_heads": 2, "n_kv_heads": 2,
+        "axes_dims": [32, 48, 48], "axes_lens": [1536, 512, 512], "rope_theta": 256.0,
+        "ffn_dim_multiplier": 8.0 / 3.0, "multiple_of": 32, "z_image_modulation": True, "time_scale": 1000.0,
+        "pad_tokens_multiple": 32,
+    }
+    return _next_dit("z_image", "ZImage", unet_config, seed, match=False)
+
+
+def lumina2(seed=0):
+    # Lumina 2 (and Neta, same architecture): grouped-query attention (fewer k/v heads), no caption padding.
+    unet_config = {
+        "image_model": "lumina2", "patch_size": 2, "in_channels": 16, "dim": 64, "cap_feat_dim": TEXT_DIM,
+        "n_layers": 2, "n_refiner_layers": 1, "qk_norm": True, "n_heads": 2, "n_kv_heads": 1,
+        "axes_dims": [8, 12, 12], "axes_lens": [300, 512, 512], "rope_theta": 10000.0, "ffn_dim_multiplier": 4.0,
+        "multiple_of": 32,
+    }
+    return _next_dit("lumina2", "Lumina2", unet_config, seed)
+
+
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
-                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, ltxv)}
+                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, z_image,
+                                    lumina2, flux2, hunyuan_video_15, hunyuan_image_21, ltxv)}
 
 
 def build(family, seed=0, **depth):
