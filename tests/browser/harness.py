@@ -80,6 +80,16 @@ def server_entry(comfyui: Path) -> list[str] | None:
     return None
 
 
+def comfyui_with_server() -> Path | None:
+    """The ComfyUI the integration tests use (comfy_env.find_comfyui), if its tree has a server."""
+    if str(REPO_ROOT / "tests" / "integration") not in sys.path:
+        sys.path.insert(0, str(REPO_ROOT / "tests" / "integration"))
+    import comfy_env
+
+    found = comfy_env.find_comfyui()
+    return found if found is not None and server_entry(found) is not None else None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -31,23 +31,19 @@ for extra in (HERE, ROOT / "tests", ROOT / "tests" / "integration"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-import comfy_env  # noqa: E402
 from comfy_env import host_lacks  # noqa: E402
 import workflow_lib as wl  # noqa: E402
-from harness import PACK_NAME, Browser, ComfyServer, find_chromium, missing_server_packages, server_entry  # noqa: E402
+from harness import (  # noqa: E402
+    PACK_NAME, Browser, ComfyServer, comfyui_with_server, find_chromium, missing_server_packages, server_entry,
+)
 
 NAMES = [p.stem for p in wl.workflow_paths()]
-
-
-def comfyui_root() -> Path | None:
-    found = comfy_env.find_comfyui()  # as the integration tests find it
-    return found if found is not None and server_entry(found) is not None else None
 
 
 def why_skip() -> str | None:
     if find_chromium() is None:
         return "no Chromium on PATH (apt-get install chromium, or set CHROMIUM)"
-    if comfyui_root() is None:
+    if comfyui_with_server() is None:
         return "no ComfyUI tree with a server (main.py or comfy/cmd/main.py; set COMFYUI_PATH)"
     missing = missing_server_packages()
     if missing:
@@ -126,7 +122,7 @@ class Session:
 
     def __init__(self):
         self.loop = asyncio.new_event_loop()
-        self.server = ComfyServer(comfyui_root(), front_end_root=os.environ.get("TOKENFOCUS_FRONTEND_ROOT"))
+        self.server = ComfyServer(comfyui_with_server(), front_end_root=os.environ.get("TOKENFOCUS_FRONTEND_ROOT"))
         self.stats = self.server.start()
         self.browser = Browser(find_chromium())
         self.run(self.browser.start())
@@ -162,7 +158,7 @@ def test_the_template_browser_lists_the_workflows_under_the_pack(session):
     assert status == 200 and sorted(json.loads(body).get(PACK_NAME, [])) == sorted(NAMES)
     for name in NAMES:
         status, body = http(f"{session.server.url}/api/workflow_templates/{PACK_NAME}/{name}.json")
-        if status == 404 and server_entry(comfyui_root()) != ["main.py"]:
+        if status == 404 and server_entry(comfyui_with_server()) != ["main.py"]:
             # A pip-packaged ComfyUI whose server registers the template file route with no modules: it
             # lists every pack's templates and serves none of their files. Upstream's server serves them.
             host_lacks("the route that serves custom nodes' template files (its server registers it with no modules)")

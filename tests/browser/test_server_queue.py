@@ -18,16 +18,10 @@ for extra in (HERE, HERE.parents[1] / "tests" / "integration"):
     if str(extra) not in sys.path:
         sys.path.insert(0, str(extra))
 
-import comfy_env  # noqa: E402
 import queue_env  # noqa: E402
-from harness import REPO_ROOT, ComfyServer, missing_server_packages, server_entry  # noqa: E402
+from harness import REPO_ROOT, ComfyServer, comfyui_with_server, missing_server_packages  # noqa: E402
 
 NAN = float("nan")
-
-
-def comfyui_with_server():
-    found = comfy_env.find_comfyui()
-    return found if found is not None and server_entry(found) is not None else None
 
 
 @pytest.fixture(scope="module")
