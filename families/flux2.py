@@ -36,11 +36,11 @@ def detect(model):
 
 FAMILY = Family(
     name=NAME,
-    supported="Flux.2 (dev, Klein; ComfyUI 0.12 and later; Token Importance: Klein only)",
+    supported="Flux.2 (dev, Klein; ComfyUI 0.12 and later)",
     detect=detect,
     preview=(
         PreviewDepth("flux2_dev", "Flux.2 dev", 8, 48, (("flux2", "dev"), ("flux2_dev",), ("flux.2", "dev"))),
         PreviewDepth("flux2_klein", "Flux.2 Klein", 5, 20, (("flux2", "klein"), ("flux-2-klein",))),
     ),
-    encoders=("qwen3_4b", "qwen3_8b"),     # Klein; Token Importance does not know dev's Mistral 3 template yet
+    encoders=("mistral3_24b", "qwen3_4b", "qwen3_8b"),     # dev; Klein 4B, 9B
 )

@@ -68,11 +68,11 @@ def _adapter(doubles, singles, variant, padding, extra):
 
 FAMILY = Family(
     name=NAME,
-    supported="HunyuanVideo 1.0 (t2v, i2v), HunyuanVideo 1.5 and HunyuanImage 2.1 (Token Importance: 1.0 only)",
+    supported="HunyuanVideo 1.0 (t2v, i2v), HunyuanVideo 1.5 and HunyuanImage 2.1",
     detect=detect,
     preview=(PreviewDepth("hunyuan_video", "HunyuanVideo", 20, 40,
                           (("hunyuan_video_t2v",), ("hunyuan_video_i2v",), ("hunyuan_video_image_to_video",))),
              PreviewDepth("hunyuan_video_15", "HunyuanVideo 1.5", 54, 0, (("hunyuanvideo1.5",), ("hunyuan_video_1.5",))),
              PreviewDepth("hunyuan_image_21", "HunyuanImage 2.1", 20, 40, (("hunyuanimage2.1",), ("hunyuan_image_2.1",)))),
-    encoders=("llama",),
+    encoders=("llama", "qwen25_7b_byt5"),     # 1.0; 1.5 and HunyuanImage 2.1
 )

@@ -85,12 +85,12 @@ def _supported_elsewhere() -> str:
 FAMILY = Family(
     name=NAME,
     supported="Z-Image (Turbo, base), Lumina 2 / Neta (ComfyUI 0.12 and later; Token Spacing and Residual "
-              "Alignment from block 1; Token Importance: Z-Image only)",
+              "Alignment from block 1)",
     detect=detect,
     preview=(
         PreviewDepth("z_image", "Z-Image", 30, 0, (("z_image",), ("z-image",))),
         PreviewDepth("lumina2", "Lumina 2 / Neta", 26, 0, (("lumina_2",), ("lumina2",), ("neta",))),
     ),
-    encoders=("qwen3_4b",),     # Z-Image; Token Importance does not know Lumina 2's Gemma 2 layout yet
+    encoders=("qwen3_4b", "gemma2_2b"),     # Z-Image; Lumina 2 / Neta
     refuses=("Z-Image Omni", "Lumina 2 / Z-Image on ComfyUI without block marks (0.3.64)"),
 )

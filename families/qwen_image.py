@@ -28,8 +28,8 @@ def detect(model):
 
 FAMILY = Family(
     name=NAME,
-    supported="Qwen-Image / Qwen-Image-Edit (Token Importance: not yet)",
+    supported="Qwen-Image / Qwen-Image-Edit (Token Importance: Qwen-Image's text prompts; not Edit's, whose vision rows it cannot count)",
     detect=detect,
     preview=(PreviewDepth("qwen_image", "Qwen-Image / Edit", 60, 0, (("qwen_image",),)),),
-    encoders=(),
+    encoders=("qwen25_7b",),     # Qwen-Image; Edit's conditioning adds vision rows (runtime/tokens.py EDIT_NOTE)
 )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core.importance import TokenWeights
+from .tokens import rows_mismatch_note
 
 COND_KEY = "tokenfocus_weights"
 
@@ -68,7 +69,8 @@ def mismatch_message(label: str, weights: TokenWeights, context: torch.Tensor) -
     if len(weights) > context.shape[1] or not getattr(weights, "fingerprint", ""):
         return (f"{label}: the token weights have {len(weights)} rows ({weights.encoder} encoding of their "
                 f"prompt) but the positive conditioning has {context.shape[1]}. Build the weights from the same "
-                "CLIP and the same prompt text that encode the positive conditioning.")
+                "CLIP and the same prompt text that encode the positive conditioning."
+                + rows_mismatch_note(weights.encoder, len(weights), context.shape[1]))
     return (f"{label}: the token weights were made for another conditioning than the positive prompt they meet "
             f"(their prompt: {weights.prompt[:80]!r}). Connect them with the CONDITIONING of the same "
             "TokenFocus Prompt node, or leave token_weights unconnected: the weights then come with the "

@@ -4,7 +4,7 @@ The prompt is tokenized exactly as CLIPTextEncode does (`clip.tokenize(text)`, w
 tokens are told from start/end/padding), and the token streams are laid out as the text encoder lays out
 its output. ComfyUI is never imported here: everything is read off the CLIP object handed in.
 
-Layouts (ComfyUI v0.3.64):
+Layouts (ComfyUI v0.3.64; the 2026 host's where said):
   umt5xxl  Wan 2.x: the umT5 stream is the context, one row per token, no start token, '</s>', then zero
            padding to 512 rows (text_encoders/wan.py:14, sd1_clip.py:613-621, zeroed at sd1_clip.py:271).
   t5xxl    Flux: the context is the T5 stream alone (end token, padding to 256); CLIP-L only gives the pooled
@@ -18,6 +18,34 @@ Layouts (ComfyUI v0.3.64):
            user's text inside it.
   llama    HunyuanVideo: the prompt is formatted into a system template, and only the user part survives:
            from after '<|end_header_id|>' '\\n\\n' to the '<|eot_id|>' inclusive (hunyuan_video.py:98-131).
+  qwen25_7b
+           Qwen-Image: Qwen2.5-VL over its chat template; QwenImageTEModel.encode_token_weights crops the rows
+           before the second '<|im_start|>' and, when 'user' '\\n' follow it, those two too (qwen_image.py, the
+           same rule on 0.3.64 and 0.12). What survives: the prompt, '<|im_end|>' '\\n' '<|im_start|>' 'assistant'
+           '\\n'. The template is one "word" to ComfyUI's tokenizer (disable_weights), so the rows carry no word
+           ids: the prompt's rows are those whose bytes fall between '<|im_start|>user\\n' and the '<|im_end|>'
+           that closes the user's turn. Qwen-Image-Edit's conditioning (TextEncodeQwenImageEdit[Plus]) also holds
+           the input images' vision rows, whose number Token Importance cannot know: its rows do not fit, and the
+           attention nodes say so (EDIT_NOTE).
+  qwen25_7b_byt5
+           HunyuanVideo 1.5, HunyuanImage 2.1 (2026 host; HunyuanImage 2.1 on 0.3.64 too): the same crop
+           (hunyuan_image.py HunyuanImageTEModel; its refiner rule keeps the rows from 36 on when the text starts
+           with '<'); the conditioning holds the Qwen2.5-VL rows only: the vision rows and the ByT5 rows of
+           quoted text go in extra conds, which the model puts in front of (1.5) or after (2.1) them, so they
+           get no weight here. Told from Qwen-Image by the tokenizer's ByT5 half (clip.tokenizer.byt5).
+  mistral3_24b
+           Flux.2 dev (2026 host): Mistral 3 over '[SYSTEM_PROMPT]...[/SYSTEM_PROMPT][INST]{}[/INST]', the whole
+           template one row per token from the '<s>' start token, no padding (flux.py Flux2Tokenizer: min_length
+           1; the pad_left it declares never fires). The prompt's rows are those between '[INST]' and '[/INST]'.
+  gemma2_2b
+           Lumina 2 / Neta (2026 host): Gemma 2 over the text as it is, '<bos>' then one row per token, unpadded
+           (lumina2.py): word ids mark the prompt. CLIPTextEncodeLumina2 prefixes a system prompt and
+           ' <Prompt Start> ': only the rows after that marker are prompt text.
+  gemma3_12b
+           LTX-2 (2026 host): Gemma 3 12B, '<bos>' then one row per token (lt.py Gemma3_12BTokenizer), then
+           LTXAVTEModel's embeddings connectors append learnable register rows up to a multiple of their
+           register count (128) and at least 1024 rows (lightricks/embeddings_connector.py): register rows are
+           not prompt text.
 """
 from __future__ import annotations
 
@@ -29,7 +57,7 @@ from dataclasses import dataclass
 from ..core.prompt_syntax import char_weights, escaped, plain_text, rows_from_chars
 from ..core.importance import (
     BYTE_BPE, CLIP_BPE, EMBEDDING_LABEL, PAD_LABEL, SENTENCEPIECE, TokenWeights, align_table, combine,
-    density_weights, find_phrase, parse_weight_spec, rank_log_prob,
+    density_weights, find_phrase, parse_weight_spec, piece_text, rank_log_prob,
 )
 
 # Layouts by text encoder; which model families each conditions is said by the family modules (families/).
@@ -41,6 +69,11 @@ ENCODERS = {
     "t5": "T5-XXL alone (PixArt-style tokenizer: unpadded, or padded to 128 rows for LTX-Video)",
     "qwen3_4b": "Qwen3-4B chat template, whole (Z-Image unpadded; Flux.2 Klein 4B padded to 512)",
     "qwen3_8b": "Qwen3-8B chat template, whole (Flux.2 Klein 9B, padded to 512)",
+    "qwen25_7b": "Qwen2.5-VL chat template, cropped to the user's turn (Qwen-Image text prompts)",
+    "qwen25_7b_byt5": "Qwen2.5-VL chat template, cropped to the user's turn; vision and ByT5 rows come from extra conds",
+    "mistral3_24b": "Mistral 3 chat template, whole, from its start token (Flux.2 dev)",
+    "gemma2_2b": "Gemma 2: start token and the prompt, unpadded (Lumina 2 / Neta)",
+    "gemma3_12b": "Gemma 3 12B: start token, the prompt, then the connector's register rows (LTX-2)",
 }
 
 # The token streams clip.tokenize returns identify the layout (HiDream's {g, l, t5xxl, llama} does not match).
@@ -52,6 +85,11 @@ _LAYOUT_BY_STREAMS = {
     frozenset({"t5xxl"}): "t5",
     frozenset({"qwen3_4b"}): "qwen3_4b",
     frozenset({"qwen3_8b"}): "qwen3_8b",
+    frozenset({"qwen25_7b"}): "qwen25_7b",              # or qwen25_7b_byt5: _qwen25_encoder tells them apart
+    frozenset({"qwen25_7b", "byt5"}): "qwen25_7b_byt5",  # HunyuanImageTokenizer, when the prompt quotes text
+    frozenset({"mistral3_24b"}): "mistral3_24b",
+    frozenset({"gemma2_2b"}): "gemma2_2b",
+    frozenset({"gemma3_12b"}): "gemma3_12b",
 }
 _SUB_TOKENIZER_ATTR = {"l": "clip_l", "g": "clip_g", "t5xxl": "t5xxl", "llama": "llama"}
 
@@ -125,6 +163,12 @@ def context_layout(clip, text: str) -> ContextLayout:
         return _sd3_layout(clip, streams)
     if encoder in ("qwen3_4b", "qwen3_8b"):
         return _chat_template_layout(tok, streams, encoder)
+    if encoder in ("qwen25_7b", "qwen25_7b_byt5"):
+        return _qwen25_layout(tok, streams, _qwen25_encoder(tok))
+    if encoder == "mistral3_24b":
+        return _mistral3_layout(tok, streams)
+    if encoder in ("gemma2_2b", "gemma3_12b"):
+        return _gemma_layout(clip, streams, encoder)
     return _llama_layout(tok, streams)
 
 
@@ -236,6 +280,164 @@ def _chat_template_layout(tok, streams, encoder) -> ContextLayout:
     real = [r and start <= i < stop for i, r in enumerate(real)]
     seg = _segment(encoder, 0, (ids, labels, real), BYTE_BPE, sub)
     return ContextLayout(encoder, len(seg.ids), (seg,))
+
+
+# ---------------------------------------------------------------- chat templates without word ids
+
+def _byte_decoder() -> dict[str, int]:
+    """Byte-level BPE's printable stand-in character -> byte (GPT-2's table, which Qwen and Mistral's tekken use)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = {}, 0
+    for b in range(256):
+        if b in printable:
+            chars[chr(b)] = b
+        else:
+            chars[chr(256 + extra)] = b
+            extra += 1
+    return chars
+
+
+_BYTES_OF_CHAR = _byte_decoder()
+
+
+def piece_bytes(piece: str) -> bytes:
+    """The bytes a byte-level BPE piece spells; a special token ('<|im_end|>', '[INST]') spells its own text."""
+    if all(ch in _BYTES_OF_CHAR for ch in piece):
+        return bytes(_BYTES_OF_CHAR[ch] for ch in piece)
+    return piece.encode("utf-8")
+
+
+def prompt_rows_between(labels, real, opening: bytes, closing: bytes, special=frozenset()) -> list[bool]:
+    """Which rows spell the prompt inside a chat template whose rows carry no word ids.
+
+    The rows' bytes are laid end to end (a multi-byte character may be split across rows); the prompt is what
+    lies after the first `opening` and before the first `closing` after it (the whole text when `opening` is not
+    there; to the end when `closing` is not). A row is prompt text when it spells any of those bytes and is
+    neither a special token (vision markers in the user's turn) nor a row the tokenizer added (real False).
+    """
+    pieces = [piece_bytes(label) for label in labels]
+    spans, at = [], 0
+    for piece in pieces:
+        spans.append((at, at + len(piece)))
+        at += len(piece)
+    text = b"".join(pieces)
+    found = text.find(opening)
+    start = found + len(opening) if found >= 0 else 0
+    stop = text.find(closing, start)
+    stop = len(text) if stop < 0 else stop
+    return [bool(r) and label not in special and a < stop and b > start and b > a
+            for (a, b), label, r in zip(spans, labels, real)]
+
+
+def _special_pieces(sub) -> frozenset:
+    """The special tokens of a ComfyUI tokenizer's Hugging Face tokenizer (added tokens, chat markers)."""
+    hf = sub.tokenizer
+    found = set(getattr(hf, "all_special_tokens", None) or ())
+    added = getattr(hf, "added_tokens_encoder", None) or {}
+    found.update(added)
+    decoder = getattr(hf, "added_tokens_decoder", None) or {}
+    found.update(str(token) for token in decoder.values())
+    return frozenset(found)
+
+
+# Qwen2.5-VL ids that QwenImageTEModel.encode_token_weights looks for when it crops the template.
+_IM_START, _QWEN_USER, _QWEN_NEWLINE, _QWEN_LT = 151644, 872, 198, 27
+EDIT_NOTE = ("Qwen-Image-Edit's conditioning (TextEncodeQwenImageEdit / Plus) also holds the input images' vision "
+             "rows, so weights from Token Importance (text only) cannot fit it: Token Importance supports "
+             "Qwen-Image's text prompts, not Edit's")
+
+
+def rows_mismatch_note(encoder: str, weight_rows: int, context_rows: int) -> str:
+    """What an encoder's layout says when its weights meet a conditioning with other rows ('' when nothing).
+
+    The hook for layouts whose conditioning can hold rows Token Importance cannot count from the text alone:
+    Qwen-Image's template with the input images' vision rows (Qwen-Image-Edit) always has more rows.
+    """
+    if encoder == "qwen25_7b" and context_rows > weight_rows:
+        return f" If this conditioning comes from TextEncodeQwenImageEdit: {EDIT_NOTE}."
+    return ""
+
+
+def _qwen25_encoder(tok) -> str:
+    """HunyuanImageTokenizer (HunyuanImage 2.1, HunyuanVideo 1.5) has a ByT5 half; QwenImageTokenizer has none."""
+    return "qwen25_7b_byt5" if getattr(tok, "byt5", None) is not None else "qwen25_7b"
+
+
+def qwen25_template_end(ids, hunyuan_image=False) -> int:
+    """Where QwenImageTEModel.encode_token_weights starts the rows it keeps (out[:, template_end:]).
+
+    Its rule (qwen_image.py, both hosts): the second '<|im_start|>' (or the only one), then past 'user' '\\n' if
+    they follow it; with none, -1 (the last row alone). HunyuanImageTEModel first keeps rows 36 on when the text
+    starts with '<' (token 27) and is longer than 36 rows (its refiner template; hunyuan_image.py).
+    """
+    if hunyuan_image and ids and ids[0] == _QWEN_LT and len(ids) > 36:
+        return 36
+    template_end, seen = -1, 0
+    for i, token in enumerate(ids):
+        if token == _IM_START and seen < 2:
+            template_end, seen = i, seen + 1
+    if len(ids) > template_end + 3 and ids[template_end + 1] == _QWEN_USER and ids[template_end + 2] == _QWEN_NEWLINE:
+        template_end += 3
+    return template_end
+
+
+def _qwen25_layout(tok, streams, encoder) -> ContextLayout:
+    """Qwen-Image / HunyuanImage 2.1 / HunyuanVideo 1.5: the template cropped as the text encoder crops it."""
+    chunks = streams["qwen25_7b"]
+    if any(isinstance(entry[0], dict) for chunk in chunks for entry in chunk):
+        raise ValueError(f"Token Importance: {EDIT_NOTE}.")
+    sub = getattr(tok, getattr(tok, "clip", "qwen25_7b"))
+    ids, labels, real = _stream_rows(chunks[:1], sub)  # the encoder crops the first chunk's rule
+    kept = range(len(ids))[qwen25_template_end(ids, hunyuan_image=encoder == "qwen25_7b_byt5"):]
+    ids, labels, real = [ids[i] for i in kept], [labels[i] for i in kept], [real[i] for i in kept]
+    real = prompt_rows_between(labels, real, b"<|im_start|>user\n", b"<|im_end|>", _special_pieces(sub))
+    seg = _segment("qwen25_7b", 0, (ids, labels, real), BYTE_BPE, sub)
+    return ContextLayout(encoder, len(seg.ids), (seg,))
+
+
+def _mistral3_layout(tok, streams) -> ContextLayout:
+    """Flux.2 dev: every row of the Mistral 3 template is in the context; the prompt is inside '[INST]'...'[/INST]'."""
+    sub = getattr(tok, getattr(tok, "clip", "mistral3_24b"))
+    ids, labels, real = _stream_rows(streams["mistral3_24b"], sub)
+    real = prompt_rows_between(labels, real, b"[INST]", b"[/INST]", _special_pieces(sub))
+    seg = _segment("mistral3_24b", 0, (ids, labels, real), BYTE_BPE, sub)
+    return ContextLayout("mistral3_24b", len(seg.ids), (seg,))
+
+
+_PROMPT_START = "<Prompt Start>"  # CLIPTextEncodeLumina2: f'{system_prompt} <Prompt Start> {user_prompt}'
+LTX2_MIN_ROWS, LTX2_REGISTERS = 1024, 128  # lightricks/embeddings_connector.py Embeddings1DConnector.forward
+
+
+def _gemma_layout(clip, streams, encoder) -> ContextLayout:
+    """Lumina 2 / Neta (Gemma 2) and LTX-2 (Gemma 3 12B): '<bos>' then the prompt, word ids intact; LTX-2's
+    connector appends its learnable register rows after them."""
+    tok = clip.tokenizer
+    sub = getattr(tok, getattr(tok, "clip", encoder))
+    ids, labels, real = _stream_rows(streams[encoder], sub)
+    text = "".join(piece_text(label, SENTENCEPIECE) if r else "\0" for label, r in zip(labels, real))
+    marker = text.find(_PROMPT_START)
+    if marker >= 0:  # the system prompt CLIPTextEncodeLumina2 puts in front is not the user's prompt
+        cut = marker + len(_PROMPT_START)
+        chars = 0
+        for i, label in enumerate(labels):
+            chars += len(piece_text(label, SENTENCEPIECE)) if real[i] else 1
+            if chars <= cut:
+                real[i] = False
+    seg = _segment(encoder, 0, (ids, labels, real), SENTENCEPIECE, sub)
+    n_rows = len(seg.ids)
+    if encoder == "gemma3_12b":
+        registers = _ltx2_register_count(clip)
+        if registers:
+            n_rows = -(-max(LTX2_MIN_ROWS, n_rows) // registers) * registers
+    return ContextLayout(encoder, n_rows, (seg,))
+
+
+def _ltx2_register_count(clip) -> int:
+    """The register rows' period of LTX-2's video connector: read off the CLIP's model when it has one."""
+    model = getattr(clip, "cond_stage_model", None)
+    connector = getattr(model, "video_embeddings_connector", None)
+    count = getattr(connector, "num_learnable_registers", None)
+    return LTX2_REGISTERS if count is None else int(count or 0)
 
 
 def token_rows(clip, text: str) -> tuple[list[str], list[bool], str]:
