@@ -115,7 +115,8 @@ class BlockInputRecorder:
 
     def _patch(self, where, block, previous):
         def patch(args, extra):
-            key = "txt" if args.get("txt") is not None else "img"
+            # The block's text: `txt`, LTX-2's video text `v_context`, else the joint sequence (single blocks).
+            key = next(k for k in ("txt", "v_context", "img") if args.get(k) is not None)
             options = args["transformer_options"]
             self.records[where].append((block, float(options["sigmas"].reshape(-1)[0]),
                                         tuple(options["cond_or_uncond"]), args[key].detach().clone()))

@@ -22,6 +22,7 @@ CASES = {
     "qwen_image": ("1", {("double_block", 1)}, {0}),                                # joint, [B, L, H*D]
     "chroma": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
     "ltxv": ("1", {("double_block", 1)}, {1}),                                      # text cross-attention
+    "ltx2": ("1", {("double_block", 1)}, {1}),                   # the video's text cross-attention, not the audio's
     "z_image": ("1", {("double_block", 1)}, {0}),                                   # marked by the model itself
     "lumina2": ("0", {("double_block", 0)}, {0}),                                   # grouped-query attention
     "flux2": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),

@@ -16,7 +16,7 @@ FAMILIES = sorted(tiny_models.FAMILIES)
 def test_builds_and_samples(tiny, family):
     model = tiny(family)
     out = tiny_models.sample(model)
-    assert out.shape == model.latent["samples"].shape
+    assert out.shape == tiny_models.flat(model.latent["samples"]).shape
     assert torch.isfinite(out).all()
     assert out.abs().max() > 0
 
@@ -47,7 +47,7 @@ def test_metadata_matches_what_the_blocks_see(tiny, family):
 
     def recorder(kind, index):
         def patch(args, extra):
-            txt = args.get("txt")
+            txt = args.get("txt", args.get("v_context"))     # LTX-2: the video's text
             calls.append((kind, index, None if txt is None else txt.shape[1],
                           tuple(args["transformer_options"]["cond_or_uncond"])))
             return extra["original_block"](args)
