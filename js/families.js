@@ -19,4 +19,7 @@ export const FAMILIES = [
   {"key": "ltxv", "label": "LTX-Video", "name": "LTX-Video", "double": 28, "single": 0, "files": [["ltx-video"], ["ltxv"]]},
   {"key": "z_image", "label": "Z-Image", "name": "Z-Image / Lumina 2", "double": 30, "single": 0, "files": [["z_image"], ["z-image"]]},
   {"key": "lumina2", "label": "Lumina 2 / Neta", "name": "Z-Image / Lumina 2", "double": 26, "single": 0, "files": [["lumina_2"], ["lumina2"], ["neta"]]},
+  {"key": "kandinsky5_image", "label": "Kandinsky 5 Image", "name": "Kandinsky 5", "double": 50, "single": 0, "files": [["kandinsky5", "t2i"], ["kandinsky5", "i2i"], ["kandinsky5", "image"]]},
+  {"key": "kandinsky5_pro", "label": "Kandinsky 5 Pro (video)", "name": "Kandinsky 5", "double": 60, "single": 0, "files": [["kandinsky5", "pro"]]},
+  {"key": "kandinsky5_lite", "label": "Kandinsky 5 Lite (video)", "name": "Kandinsky 5", "double": 32, "single": 0, "files": [["kandinsky5"]]},
 ];

@@ -281,6 +281,22 @@ class MarkedJointAdapter(_JointTextViews, Adapter):
 
 
 @dataclass(frozen=True)
+class MarkedCrossAttentionAdapter(Adapter):
+    """Each block: self-attention of the image tokens, then cross-attention to a text context, on a model that
+    marks its blocks itself (transformer_options["block_index"]) and offers no patch that reaches a block's
+    inputs (Kandinsky 5): attention calls are placed by the mark and told apart by their order in the block; the
+    text cannot be edited (the family says why, and the nodes that edit it refuse)."""
+
+    block_access = MARKED
+
+    def classify(self, ctx, call_index, query_tokens):
+        return {0: SELF, 1: CROSS_TEXT}.get(call_index)
+
+    def text_view(self, block, args, ctx):
+        return None
+
+
+@dataclass(frozen=True)
 class FluxAdapter(_JointTextViews, Adapter):
     text_first: bool = True
     # True where ComfyUI pads the text with zero rows (Flux.2, up to 512 in front): those rows are not text.

@@ -380,11 +380,19 @@ def _marked_block(options: dict, query_tokens: int):
     here = tuple(iv for iv in plan.active if block in iv.blocks and iv.acts_on_attention)
     if not here:
         return None
+    if config.adapter.counts_calls:
+        # The calls of one block share its context, which counts them (Kandinsky 5: self, then cross-attention).
+        current = plan.scratch.get("marked block")
+        if current is not None and current.block == block:
+            return current
     text_len = plan.inputs.text_tokens
     for iv in here:
         plan.note_touch(iv.label, block)
-    return BlockContext(block=block, interventions=here, plan=plan, adapter=config.adapter, text_len=text_len,
-                        image_len=None if text_len is None else query_tokens - text_len)
+    ctx = BlockContext(block=block, interventions=here, plan=plan, adapter=config.adapter, text_len=text_len,
+                       image_len=query_tokens if text_len is None else query_tokens - text_len)
+    if config.adapter.counts_calls:
+        plan.scratch["marked block"] = ctx
+    return ctx
 
 
 class PostBlockHook:

@@ -23,8 +23,11 @@ class Call:
 
 
 class AttentionRecorder:
-    def __init__(self, n_double: int, n_single: int = 0):
+    def __init__(self, n_double: int, n_single: int = 0, block_patches: bool = True):
+        # block_patches=False: only the attention overrides (a model whose block-replace path fails in ComfyUI);
+        # calls are then placed by the model's own block mark.
         self.blocks = [("double_block", i) for i in range(n_double)] + [("single_block", i) for i in range(n_single)]
+        self.blocks = self.blocks if block_patches else []
         self.block = None
         self.counters = {"outer": 0, "inner": 0}
         self.records = {"outer": [], "inner": []}

@@ -13,7 +13,7 @@ from recorders import AttentionRecorder
 STEPS = 3
 FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv",
             "z_image", "lumina2", "flux2", "hunyuan_video_15", "hunyuan_image_21",
-            "ltx2"]
+            "ltx2", "kandinsky5"]
 WEIGHTED_ROWS = (1, 3)
 
 

@@ -7,42 +7,23 @@ import dataclasses
 import pytest
 import torch
 
-import tiny_models as tm
+from node_kit import all_nodes, prompt_weights, sample_with
 from recorders import AttentionRecorder
 
-STEPS = 3
 VIDEO_CALLS = (0, 1)        # the video's self-attention, then its text cross-attention; calls 2-5 are the audio's
 
 
 @pytest.fixture(scope="module")
 def nodes(comfy):
-    from tokenfocus.nodes.attention_temperature import AttentionTemperatureNode
-    from tokenfocus.nodes.dare import ImportanceGuidanceNode, TokenReweightNode
-    from tokenfocus.nodes.tora import ResidualAlignmentNode, TokenSpacingNode
+    return all_nodes()
 
-    return dict(temperature=AttentionTemperatureNode, spacing=TokenSpacingNode, alignment=ResidualAlignmentNode,
-                reweight=TokenReweightNode, guidance=ImportanceGuidanceNode)
-
-
-def sample_with(model, patcher):
-    return tm.sample(dataclasses.replace(model, patcher=patcher), steps=STEPS)
-
-
-def weights(model):
-    from tokenfocus.core.importance import TokenWeights
-    from tokenfocus.runtime.adapters import detect
-
-    n = model.text_len
-    return TokenWeights(labels=tuple(f"t{i}" for i in range(n)), weights=tuple(3.0 if i in (1, 3) else 1.0 for i in range(n)),
-                        real=tuple(i < model.real_tokens for i in range(n)), encoder=detect(model.patcher).encoder,
-                        prompt="a test prompt")
 
 
 RANGE = dict(blocks="all", start_percent=0.0, end_percent=1.0)
 ATTENTION_NODES = {
     "temperature": lambda n, m, p: n["temperature"].execute(p, gamma=1.35, self_attention=True, scale_on="both", **RANGE),
-    "reweight": lambda n, m, p: n["reweight"].execute(p, weights(m), strength=1.0, **RANGE),
-    "guidance": lambda n, m, p: n["guidance"].execute(p, weights(m), scale=1.5, start_percent=0.0, end_percent=1.0),
+    "reweight": lambda n, m, p: n["reweight"].execute(p, prompt_weights(m), strength=1.0, **RANGE),
+    "guidance": lambda n, m, p: n["guidance"].execute(p, prompt_weights(m), scale=1.5, start_percent=0.0, end_percent=1.0),
 }
 TEXT_NODES = {
     "spacing": lambda n, m, p: n["spacing"].execute(p, sigma=1.3, k_mode="fixed", fixed_k=2, **RANGE),
@@ -115,7 +96,7 @@ def test_blocks_past_its_depth_and_weights_of_another_length_are_errors_before_s
         with pytest.raises(ValueError, match="past the model's depth"):
             settings = dict(gamma=1.35) if node == "temperature" else dict(sigma=1.3, k_mode="fixed", fixed_k=2)
             nodes[node].execute(model.patcher, **settings, blocks="2", start_percent=0.0, end_percent=1.0)
-    too_long = dataclasses.replace(weights(model), labels=("t",) * 1100, weights=(3.0,) * 1100, real=(True,) * 1100)
+    too_long = dataclasses.replace(prompt_weights(model), labels=("t",) * 1100, weights=(3.0,) * 1100, real=(True,) * 1100)
     patched = nodes["reweight"].execute(model.patcher, too_long, strength=1.0, **RANGE).args[0]
     with pytest.raises(ValueError, match="positive conditioning has 1024"):
         sample_with(model, patched)

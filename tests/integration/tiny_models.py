@@ -58,6 +58,9 @@ class TinyModel:
     # "replace": patches_replace["dit"] per block; "marked": the model sets transformer_options["block_index"]
     # and calls patches["double_block"] after each block (Z-Image / Lumina 2 on ComfyUI 0.12)
     block_access: str = "replace"
+    # False where ComfyUI's own block-replace path fails (Kandinsky 5: its block wrapper passes keyword names the
+    # block does not take): no test may install a patches_replace["dit"] patch there.
+    block_patches_work: bool = True
     # Where the model pads the conditioning itself: to a multiple (Z-Image: 32) or up to a length (Flux.2:
     # 512, in front of the prompt, with zero rows).
     pad_text_multiple: int = 1
@@ -404,10 +407,7 @@ def ltx2(seed=0):
     # text contexts side by side in the width (each caption_channels wide), 1024 rows, no mask; the latent is the
     # video and the audio latent together (a NestedTensor, as LTXVConcatAVLatent makes it).
     env = import_comfyui()
-    try:
-        av_model = importlib.import_module("comfy.ldm.lightricks.av_model")
-    except ImportError:
-        av_model = None
+    av_model = _module_or_none("comfy.ldm.lightricks.av_model")
     if av_model is None or not hasattr(av_model, "LTXAVModel"):
         host_lacks("LTX-2 (comfy.ldm.lightricks.av_model.LTXAVModel)")
     unet_config = {"image_model": "ltxav", "in_channels": 128, "cross_attention_dim": 64, "attention_head_dim": 32,
@@ -428,6 +428,38 @@ def ltx2(seed=0):
         text_len=rows, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
         negative_text_len=rows, negative_real_tokens=NEGATIVE_TOKENS,
     )
+
+
+def kandinsky5(seed=0):
+    # Kandinsky 5 (video): text blocks over the Qwen2.5-VL rows, then visual blocks with self-attention and
+    # cross-attention to that text; the model marks its blocks itself (transformer_options["block_index"]). Its
+    # input is the latent plus ComfyUI's concat_cond (an image latent and a mask): 33 channels, 1x2x2 patches.
+    env = import_comfyui()
+    module = _module_or_none("comfy.ldm.kandinsky5.model")
+    if module is None or not hasattr(module, "Kandinsky5"):
+        host_lacks("Kandinsky 5 (comfy.ldm.kandinsky5.model.Kandinsky5)")
+    unet_config = {"image_model": "kandinsky5", "in_visual_dim": 16, "out_visual_dim": 16, "in_text_dim": TEXT_DIM,
+                   "in_text_dim2": POOLED_DIM, "time_dim": 32, "model_dim": 64, "ff_dim": 128,
+                   "visual_embed_dim": 33 * 4, "num_text_blocks": 1, "num_visual_blocks": 2, "axes_dims": (8, 12, 12)}
+    gen = _generator(seed + 1)
+    pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
+    neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
+    patcher, model_config = _build_patcher("Kandinsky5", unet_config, seed)
+    layout = (Segment("qwen25_7b", 0, PROMPT_TOKENS, PROMPT_TOKENS),)
+    return TinyModel(
+        family="kandinsky5", patcher=patcher, positive=pos, negative=neg, latent={"samples": torch.zeros(1, 16, 2, 8, 8)},
+        unet_config=unet_config, model_config=model_config, double_blocks=2, single_blocks=0,
+        text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, block_access="marked",
+        block_patches_work=False,
+    )
+
+
+def _module_or_none(name):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def chroma(seed=0):
@@ -598,7 +630,8 @@ def lumina2(seed=0):
 
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
                                     wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, z_image,
-                                    lumina2, flux2, hunyuan_video_15, hunyuan_image_21, ltxv, ltx2)}
+                                    lumina2, flux2, hunyuan_video_15, hunyuan_image_21, ltxv, ltx2,
+                                    kandinsky5)}
 
 
 def build(family, seed=0, **depth):
