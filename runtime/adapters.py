@@ -349,10 +349,10 @@ class MaskedCrossAttentionAdapter(Adapter):
             return ModelInputs(0 if context is None else context.shape[1])
         return ModelInputs(context.shape[1], lambda: mask.to(context.device) > 0)
 
+    text_key = "txt"        # the block argument that carries the text context
+
     def classify(self, ctx, call_index, query_tokens):
         return {0: SELF, 1: CROSS_TEXT}.get(call_index)
-
-    text_key = "txt"        # the block argument that carries the text context
 
     def text_view(self, block, args, ctx):
         def put(new_text):
@@ -371,6 +371,8 @@ class AudioVideoAdapter(MaskedCrossAttentionAdapter):
     self- and text cross-attention and the audio<->video cross-attentions. Only the video's two calls are told
     apart; the audio's are left alone."""
 
+    text_key = "v_context"
+
     def block_image_len(self, args):
         # None where the block skips its video stream (transformer_options["run_vx"]): no call is the video's.
         if not (args.get("transformer_options") or {}).get("run_vx", True):
@@ -379,8 +381,6 @@ class AudioVideoAdapter(MaskedCrossAttentionAdapter):
 
     def classify(self, ctx, call_index, query_tokens):
         return super().classify(ctx, call_index, query_tokens) if ctx.image_len is not None else None
-
-    text_key = "v_context"
 
     def text_view(self, block, args, ctx):
         return None if self.block_image_len(args) is None else super().text_view(block, args, ctx)
