@@ -18,8 +18,8 @@ from .base import Family, ModelProfile, PreviewDepth
 
 NAME = "LTX-2"
 PADDING = ("real tokens: every row of the video text context (the prompt's rows and the register rows the text "
-           "connector appends after them up to 1024; the conditioning does not say where the prompt ends); the "
-           "audio text is left untouched")
+           "connector appends after them up to 1024; the conditioning does not say where the prompt ends: connect "
+           "token_weights from Token Importance to count the prompt's rows alone); the audio text is left untouched")
 
 
 def detect(model):
