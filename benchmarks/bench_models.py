@@ -247,6 +247,39 @@ def _flux2_encoder(width: int) -> str:
     return VARIANTS.get(width, ("", "mistral3_24b"))[1]
 
 
+def ltx2(blocks, tokens, dtype, tiny=False) -> BenchModel:
+    """LTX-2 (LTXAV): a video stream 4096 wide (32 heads) and an audio stream 2048 wide (32 heads) in every block;
+    the text is Gemma 3's rows through the text connectors, 1024 rows, the video and audio contexts side by side
+    (2 x 3840 wide). tokens: video tokens (patch 1x1x1 over a 128-channel latent); the audio latent gets one
+    frame per 50 of them, about LTX-2's ratio at 480p."""
+    heads, video_head, audio_head, caption = (2, 32, 16, 64) if tiny else (32, 128, 64, 3840)
+    video, audio = heads * video_head, heads * audio_head
+    config = {  # keys as model_detection.py and the checkpoint's config give them
+        "image_model": "ltxav", "num_layers": blocks, "in_channels": 128, "audio_in_channels": 128,
+        "attention_head_dim": video_head, "num_attention_heads": heads, "cross_attention_dim": video,
+        "audio_attention_head_dim": audio_head, "audio_num_attention_heads": heads, "audio_cross_attention_dim": audio,
+        "caption_channels": caption,
+    }
+    gen = _generator(6)
+    if isinstance(tokens, tuple):
+        frames, h, w = tokens
+    else:
+        frames = max(1, tokens // 256)
+        h = w = max(1, round(math.sqrt(tokens / frames)))
+    n = frames * h * w
+    nested = import_comfyui().comfy.nested_tensor.NestedTensor
+    latent = nested((torch.zeros(1, 128, frames, h, w), torch.zeros(1, 8, max(1, n // 50), 16)))
+    rows, prompt = 1024, 64     # the connector pads every prompt with registers to 1024 rows
+    return BenchModel(
+        "LTX-2", "ltx2", build_patcher("LTXAV", config, dtype),
+        _cond(tiny_text(gen, rows, rows, None, width=2 * caption)), _cond(tiny_text(gen, rows, rows, None, width=2 * caption)),
+        {"samples": latent},
+        dict(dim=f"{video} video + {audio} audio", heads=heads, ffn=4 * video, blocks=f"{blocks}",
+             image_tokens=n, text_tokens=rows),
+        "gemma3_12b", _rows(rows, prompt),
+    )
+
+
 # name -> (builder(blocks, tokens, dtype, **options), GPU only). tiny=True: widths of the harness's tiny
 # models (for the compile check at the real depth).
 MODELS = {
@@ -259,7 +292,8 @@ MODELS = {
     "zimage": (zimage, False),
     "flux2": (flux2, True),         # 6144 wide: a few GB a block in float32
     "flux2klein": (lambda b, t, d, **kw: flux2(b, t, d, klein=True, **kw), False),
+    "ltx2": (ltx2, False),          # about 1.5 GB a block in float32
 }
 REAL_DEPTH = {"wan1.3b": 30, "wan14b": 40, "sd35m": 24, "sd35l": 38, "flux": (19, 38), "hunyuan": (20, 40),
-              "zimage": 30, "flux2": (8, 48), "flux2klein": (5, 20)}
+              "zimage": 30, "flux2": (8, 48), "flux2klein": (5, 20), "ltx2": 48}
 

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 
-from . import chroma, flux, flux2, hunyuan_video, lumina, ltxv, qwen_image, refused, sd3, wan
+from . import chroma, flux, flux2, hunyuan_video, kandinsky5, lumina, ltx2, ltxv, qwen_image, refused, sd3, wan
 from .base import Family, UnsupportedModelError
 
 # Order matters only where one class subclasses another: a subclass's family comes first.
-FAMILY_MODULES = (wan, sd3, flux2, flux, chroma, hunyuan_video, qwen_image, ltxv, lumina, refused)
+FAMILY_MODULES = (wan, sd3, flux2, flux, chroma, hunyuan_video, qwen_image, ltx2, ltxv, lumina, kandinsky5, refused)
 FAMILIES: tuple[Family, ...] = tuple(m.FAMILY for m in FAMILY_MODULES)
 
 

@@ -67,6 +67,7 @@ class ModelProfile:
     alignvid_missing: str = ""  # why there is no published AlignVid setting for this model
     expert_boundary: float | None = None   # Wan 2.2 A14B: sigma where the high-noise expert hands over
     block_note: str = ""        # why some blocks' inputs are out of reach (a model with post-block patches only)
+    text_edits_missing: str = ""   # why no block's text can be edited (Token Spacing, Residual Alignment refuse)
 
 
 @dataclass(frozen=True)

@@ -30,5 +30,5 @@ FAMILY = Family(
     supported="LTX-Video",
     detect=detect,
     preview=(PreviewDepth("ltxv", "LTX-Video", 28, 0, (("ltx-video",), ("ltxv",))),),
-    encoders=("t5", "gemma3_12b"),     # LTX-Video; LTX-2 (LTXAV) conditions with Gemma 3 12B
+    encoders=("t5",),
 )

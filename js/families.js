@@ -15,7 +15,11 @@ export const FAMILIES = [
   {"key": "hunyuan_video_15", "label": "HunyuanVideo 1.5", "name": "HunyuanVideo", "double": 54, "single": 0, "files": [["hunyuanvideo1.5"], ["hunyuan_video_1.5"]]},
   {"key": "hunyuan_image_21", "label": "HunyuanImage 2.1", "name": "HunyuanVideo", "double": 20, "single": 40, "files": [["hunyuanimage2.1"], ["hunyuan_image_2.1"]]},
   {"key": "qwen_image", "label": "Qwen-Image / Edit", "name": "Qwen-Image", "double": 60, "single": 0, "files": [["qwen_image"]]},
+  {"key": "ltx2", "label": "LTX-2", "name": "LTX-2", "double": 48, "single": 0, "files": [["ltx-2"], ["ltx2"]]},
   {"key": "ltxv", "label": "LTX-Video", "name": "LTX-Video", "double": 28, "single": 0, "files": [["ltx-video"], ["ltxv"]]},
   {"key": "z_image", "label": "Z-Image", "name": "Z-Image / Lumina 2", "double": 30, "single": 0, "files": [["z_image"], ["z-image"]]},
   {"key": "lumina2", "label": "Lumina 2 / Neta", "name": "Z-Image / Lumina 2", "double": 26, "single": 0, "files": [["lumina_2"], ["lumina2"], ["neta"]]},
+  {"key": "kandinsky5_image", "label": "Kandinsky 5 Image", "name": "Kandinsky 5", "double": 50, "single": 0, "files": [["kandinsky5", "t2i"], ["kandinsky5", "i2i"], ["kandinsky5", "image"]]},
+  {"key": "kandinsky5_pro", "label": "Kandinsky 5 Pro (video)", "name": "Kandinsky 5", "double": 60, "single": 0, "files": [["kandinsky5", "pro"]]},
+  {"key": "kandinsky5_lite", "label": "Kandinsky 5 Lite (video)", "name": "Kandinsky 5", "double": 32, "single": 0, "files": [["kandinsky5"]]},
 ];

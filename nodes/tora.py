@@ -27,7 +27,11 @@ def _token_weights_input():
 
 def _reachable_inputs(target, blocks_text, label) -> str:
     """On a model that offers a patch only after each block, block 0's input is out of reach: `all` leaves it
-    out (the report says so), a list naming it is an error."""
+    out (the report says so), a list naming it is an error. On a model where no block's text can be edited, the
+    node refuses, saying why."""
+    missing = target.adapter.profile.text_edits_missing
+    if missing:
+        raise ValueError(f"{label} cannot act on {target.adapter.profile.variant}: {missing}.")
     first = (DOUBLE, 0)
     if target.adapter.block_access != MARKED or first not in target.blocks:
         return ""

@@ -132,6 +132,11 @@ class Adapter:
         """Where the text tokens sit in a joint attention sequence."""
         return None
 
+    def block_image_len(self, args: dict) -> int | None:
+        """How many image (or joint) tokens the block receives."""
+        image = args.get("img")
+        return image.shape[1] if image is not None else None
+
     def text_view(self, block: tuple, args: dict, ctx) -> TextView | None:
         """The block's text tokens, or None where this block carries none we can find."""
         raise NotImplementedError
@@ -276,6 +281,22 @@ class MarkedJointAdapter(_JointTextViews, Adapter):
 
 
 @dataclass(frozen=True)
+class MarkedCrossAttentionAdapter(Adapter):
+    """Each block: self-attention of the image tokens, then cross-attention to a text context, on a model that
+    marks its blocks itself (transformer_options["block_index"]) and offers no patch that reaches a block's
+    inputs (Kandinsky 5): attention calls are placed by the mark and told apart by their order in the block; the
+    text cannot be edited (the family says why, and the nodes that edit it refuse)."""
+
+    block_access = MARKED
+
+    def classify(self, ctx, call_index, query_tokens):
+        return {0: SELF, 1: CROSS_TEXT}.get(call_index)
+
+    def text_view(self, block, args, ctx):
+        return None
+
+
+@dataclass(frozen=True)
 class FluxAdapter(_JointTextViews, Adapter):
     text_first: bool = True
     # True where ComfyUI pads the text with zero rows (Flux.2, up to 512 in front): those rows are not text.
@@ -328,17 +349,41 @@ class MaskedCrossAttentionAdapter(Adapter):
             return ModelInputs(0 if context is None else context.shape[1])
         return ModelInputs(context.shape[1], lambda: mask.to(context.device) > 0)
 
+    text_key = "txt"        # the block argument that carries the text context
+
     def classify(self, ctx, call_index, query_tokens):
         return {0: SELF, 1: CROSS_TEXT}.get(call_index)
 
     def text_view(self, block, args, ctx):
         def put(new_text):
             edited = dict(args)
-            edited["txt"] = new_text
+            edited[self.text_key] = new_text
             return edited
 
         inputs = ctx.plan.inputs
-        return TextView(args["txt"], lambda: inputs.real_mask, put)
+        return TextView(args[self.text_key], lambda: inputs.real_mask, put)
+
+
+@dataclass(frozen=True)
+class AudioVideoAdapter(MaskedCrossAttentionAdapter):
+    """Audio-video blocks that carry both streams (`img` = (video, audio)): the video's self-attention, then its
+    cross-attention to its own text context (`v_context`, the same in every block and step), then the audio's
+    self- and text cross-attention and the audio<->video cross-attentions. Only the video's two calls are told
+    apart; the audio's are left alone."""
+
+    text_key = "v_context"
+
+    def block_image_len(self, args):
+        # None where the block skips its video stream (transformer_options["run_vx"]): no call is the video's.
+        if not (args.get("transformer_options") or {}).get("run_vx", True):
+            return None
+        return args["img"][0].shape[1]
+
+    def classify(self, ctx, call_index, query_tokens):
+        return super().classify(ctx, call_index, query_tokens) if ctx.image_len is not None else None
+
+    def text_view(self, block, args, ctx):
+        return None if self.block_image_len(args) is None else super().text_view(block, args, ctx)
 
 
 def _with_extra_rows(context, extra, layout) -> ModelInputs:

@@ -40,7 +40,7 @@ def outer_sample_wrapper(executor, *args, **kwargs):
     run = RunState()
     sigmas = args[3] if len(args) > 3 else kwargs.get("sigmas")
     noise = args[0] if args else kwargs.get("noise")
-    _start_run(run, config, guider, sigmas, tuple(getattr(noise, "shape", ())))
+    _start_run(run, config, guider, sigmas, _grid_shape(tuple(getattr(noise, "shape", ())), kwargs.get("latent_shapes")))
     previous = options.get(RUN_KEY)
     options[RUN_KEY] = run
     try:
@@ -51,6 +51,15 @@ def outer_sample_wrapper(executor, *args, **kwargs):
         else:
             options[RUN_KEY] = previous
         _report(run, config, options, sigmas)
+
+
+def _grid_shape(shape: tuple, latent_shapes) -> tuple:
+    """The shape of the latent whose tokens the blocks attend as the image: where ComfyUI packs several latents
+    into one flat input (LTX-2: video, then audio) and names their shapes (`latent_shapes`), the first one's, with
+    this input's batch size."""
+    if not latent_shapes or len(latent_shapes) < 2 or not shape:
+        return shape
+    return (shape[0],) + tuple(latent_shapes[0])[1:]
 
 
 def _check_prompts(config, guider) -> None:
@@ -160,7 +169,7 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
         inputs=config.adapter.inspect_inputs(c_crossattn, kwargs),
         chunk_roles=roles_of_chunks(run, options.get("cond_or_uncond"), options.get("uuids")),
         uuids=tuple(options.get("uuids") or ()),
-        latent_shape=tuple(x.shape),
+        latent_shape=_grid_shape(tuple(x.shape), kwargs.get("latent_shapes")),
     )
     for iv in active:
         iv.prepare_step(plan, x.device)
@@ -244,7 +253,7 @@ def _reference_pass(executor, adapter, plan, reference, x, t, c_concat, c_crossa
     context = context.to(device=c_crossattn.device, dtype=c_crossattn.dtype) if c_crossattn is not None else context
     ref_plan = dataclasses.replace(
         plan, inputs=adapter.inspect_inputs(context, ref_kwargs), chunk_roles=(NEGATIVE,), uuids=(),
-        latent_shape=(1,) + tuple(x.shape[1:]), scratch={})
+        latent_shape=(1,) + tuple(plan.latent_shape[1:]), scratch={})
     ref_options = {**options, STEP_KEY: ref_plan, "cond_or_uncond": [1], "uuids": []}
     executor(x[:1], t[:1], first(c_concat), context, None, ref_options, **ref_kwargs)
     ref_plan.finish()
@@ -273,9 +282,8 @@ class BlockHook:
         here = tuple(iv for iv in plan.active if self.block in iv.blocks)
         if not here:
             return self._inner(args, extra)
-        image = args.get("img")
         ctx = BlockContext(block=self.block, interventions=here, plan=plan, adapter=adapter, text_len=text_len,
-                           image_len=image.shape[1] if image is not None else None)
+                           image_len=adapter.block_image_len(args))
         plan.scratch.setdefault("reached", set()).update(iv.label for iv in here)
         for iv in here:
             if iv.acts_on_block_inputs:
@@ -372,11 +380,19 @@ def _marked_block(options: dict, query_tokens: int):
     here = tuple(iv for iv in plan.active if block in iv.blocks and iv.acts_on_attention)
     if not here:
         return None
+    if config.adapter.counts_calls:
+        # The calls of one block share its context, which counts them (Kandinsky 5: self, then cross-attention).
+        current = plan.scratch.get("marked block")
+        if current is not None and current.block == block:
+            return current
     text_len = plan.inputs.text_tokens
     for iv in here:
         plan.note_touch(iv.label, block)
-    return BlockContext(block=block, interventions=here, plan=plan, adapter=config.adapter, text_len=text_len,
-                        image_len=None if text_len is None else query_tokens - text_len)
+    ctx = BlockContext(block=block, interventions=here, plan=plan, adapter=config.adapter, text_len=text_len,
+                       image_len=query_tokens if text_len is None else query_tokens - text_len)
+    if config.adapter.counts_calls:
+        plan.scratch["marked block"] = ctx
+    return ctx
 
 
 class PostBlockHook:

@@ -23,8 +23,11 @@ class Call:
 
 
 class AttentionRecorder:
-    def __init__(self, n_double: int, n_single: int = 0):
+    def __init__(self, n_double: int, n_single: int = 0, block_patches: bool = True):
+        # block_patches=False: only the attention overrides (a model whose block-replace path fails in ComfyUI);
+        # calls are then placed by the model's own block mark.
         self.blocks = [("double_block", i) for i in range(n_double)] + [("single_block", i) for i in range(n_single)]
+        self.blocks = self.blocks if block_patches else []
         self.block = None
         self.counters = {"outer": 0, "inner": 0}
         self.records = {"outer": [], "inner": []}
@@ -115,7 +118,8 @@ class BlockInputRecorder:
 
     def _patch(self, where, block, previous):
         def patch(args, extra):
-            key = "txt" if args.get("txt") is not None else "img"
+            # The block's text: `txt`, LTX-2's video text `v_context`, else the joint sequence (single blocks).
+            key = next(k for k in ("txt", "v_context", "img") if args.get(k) is not None)
             options = args["transformer_options"]
             self.records[where].append((block, float(options["sigmas"].reshape(-1)[0]),
                                         tuple(options["cond_or_uncond"]), args[key].detach().clone()))

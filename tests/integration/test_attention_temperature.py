@@ -22,6 +22,8 @@ CASES = {
     "qwen_image": ("1", {("double_block", 1)}, {0}),                                # joint, [B, L, H*D]
     "chroma": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
     "ltxv": ("1", {("double_block", 1)}, {1}),                                      # text cross-attention
+    "ltx2": ("1", {("double_block", 1)}, {1}),                   # the video's text cross-attention, not the audio's
+    "kandinsky5": ("1", {("double_block", 1)}, {1}),             # marked by the model; self, then text cross
     "z_image": ("1", {("double_block", 1)}, {0}),                                   # marked by the model itself
     "lumina2": ("0", {("double_block", 0)}, {0}),                                   # grouped-query attention
     "flux2": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
@@ -55,7 +57,7 @@ def active_sigma_limit(model, end_percent):
 def test_scales_exactly_the_chosen_blocks_steps_and_calls(tiny, node, family):
     model = tiny(family)
     blocks, selected, scaled_calls = CASES[family]
-    recorder = AttentionRecorder(model.double_blocks, model.single_blocks)
+    recorder = AttentionRecorder(model.double_blocks, model.single_blocks, block_patches=model.block_patches_work)
     patched, report = run(node, recorder.before(model.patcher), blocks=blocks, start_percent=0.0, end_percent=0.5)
     sample_with(model, recorder.after(patched))
     sigma_end = active_sigma_limit(model, 0.5)

@@ -8,7 +8,7 @@ import torch
 import tiny_models as tm
 from test_dare import weights_for
 
-FAMILIES = ["wan21_t2v", "wan21_i2v", "sd35_medium", "flux", "hunyuan_video"]
+FAMILIES = ["wan21_t2v", "wan21_i2v", "sd35_medium", "flux", "hunyuan_video", "ltx2"]
 
 
 @pytest.fixture(scope="module")

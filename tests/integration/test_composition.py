@@ -80,7 +80,7 @@ NODES_UNDER_A_FOREIGN_OVERRIDE = {
 
 @pytest.mark.parametrize("foreign", list(FOREIGN_OVERRIDES))
 @pytest.mark.parametrize("node", list(NODES_UNDER_A_FOREIGN_OVERRIDE))
-@pytest.mark.parametrize("family", ["wan21_t2v", "flux"])
+@pytest.mark.parametrize("family", ["wan21_t2v", "flux", "ltx2"])
 def test_an_override_that_drops_what_was_there_keeps_tokenfocus_acting_in_both_orders(tiny, nodes, family, node, foreign):
     model = tiny(family)
     add_node, add_foreign = NODES_UNDER_A_FOREIGN_OVERRIDE[node], FOREIGN_OVERRIDES[foreign]

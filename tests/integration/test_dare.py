@@ -9,7 +9,7 @@ from recorders import AttentionRecorder
 
 STEPS = 4
 FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv", "z_image", "lumina2", "flux2", "hunyuan_video_15",
-            "hunyuan_image_21"]
+            "hunyuan_image_21", "ltx2", "kandinsky5"]
 WEIGHTED_ROWS = (1, 3)      # two prompt tokens made important
 
 
@@ -74,7 +74,7 @@ def test_neutral_weights_are_bit_identical_and_real_ones_act(tiny, nodes, family
     assert torch.equal(sample_with(model, model.patcher), base)
 
 
-@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "qwen_image", "z_image"])
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "qwen_image", "z_image", "ltx2"])
 def test_share_of_the_weighted_tokens_rises_with_strength(tiny, nodes, family):
     model = tiny(family)
     shares = []
@@ -129,7 +129,7 @@ def count_model_calls(patcher):
     return counted, calls
 
 
-@pytest.mark.parametrize("family", ["wan21_t2v", "sd3"])
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "ltx2"])
 def test_guidance_adds_one_pass_only_inside_its_range(tiny, nodes, family):
     model = tiny(family)
     base_counted, base_calls = count_model_calls(model.patcher)
@@ -216,9 +216,10 @@ def text_shares(q, k, heads, text_cols, image_queries):
     return probs[:, :, image_queries][..., text_cols].sum(-1).mean(1)
 
 
-@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "hunyuan_video"])
+@pytest.mark.parametrize("family", ["wan21_t2v", "sd3", "flux", "hunyuan_video", "ltx2"])
 def test_regional_weights_act_inside_the_mask_only(tiny, nodes, family):
     from tokenfocus.core.attention_stats import token_grid
+    from tokenfocus.runtime.adapters import detect
     from tokenfocus.runtime.inspector import patch_of
 
     model = tiny(family)
@@ -231,7 +232,8 @@ def test_regional_weights_act_inside_the_mask_only(tiny, nodes, family):
     base = sample_with(model, model.patcher)
     assert not torch.equal(out, base)
 
-    grid = token_grid(tuple(model.latent["samples"].shape), patch_of(model.patcher.get_model_object("diffusion_model")))
+    patch = detect(model.patcher).profile.patch or patch_of(model.patcher.get_model_object("diffusion_model"))
+    grid = token_grid(tuple(model.latent["samples"].shape), patch)     # LTX-2: the video latent's grid
     n_image = grid[0] * grid[1] * grid[2]
     inside = torch.tensor([(i % grid[2]) < grid[2] // 2 for i in range(n_image)])
     text_call = 1 if model.joint_order is None else 0

@@ -12,7 +12,8 @@ from recorders import AttentionRecorder
 
 STEPS = 3
 FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv",
-            "z_image", "lumina2", "flux2", "hunyuan_video_15", "hunyuan_image_21"]
+            "z_image", "lumina2", "flux2", "hunyuan_video_15", "hunyuan_image_21",
+            "ltx2", "kandinsky5"]
 WEIGHTED_ROWS = (1, 3)
 
 
@@ -141,7 +142,7 @@ def reference_for(record, inner_calls, model):
     return reference_text_attention(q[:, image_start + record.queries], k, text)
 
 
-@pytest.mark.parametrize("family", ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video"])
+@pytest.mark.parametrize("family", ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "ltx2"])
 @pytest.mark.parametrize("after_reweighting", [False, True])
 def test_records_match_a_reference_attention_computed_on_the_side(tiny, nodes, family, after_reweighting):
     """The inner recorder sees q/k as the backend receives them (for the reweighted model, with the key bias

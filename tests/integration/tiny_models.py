@@ -14,6 +14,7 @@ real text encoder produces (`context_layout`), so tests can aim at "prompt" rows
 Text and pooled widths are shrunk (the model classes take them as parameters); row counts are real.
 """
 import dataclasses
+import importlib
 from dataclasses import dataclass, field
 
 import torch
@@ -57,6 +58,9 @@ class TinyModel:
     # "replace": patches_replace["dit"] per block; "marked": the model sets transformer_options["block_index"]
     # and calls patches["double_block"] after each block (Z-Image / Lumina 2 on ComfyUI 0.12)
     block_access: str = "replace"
+    # False where ComfyUI's own block-replace path fails (Kandinsky 5: its block wrapper passes keyword names the
+    # block does not take): no test may install a patches_replace["dit"] patch there.
+    block_patches_work: bool = True
     # Where the model pads the conditioning itself: to a multiple (Z-Image: 32) or up to a length (Flux.2:
     # 512, in front of the prompt, with zero rows).
     pad_text_multiple: int = 1
@@ -394,6 +398,70 @@ def ltxv(seed=0):
     )
 
 
+LTX2_TEXT_ROWS = 1024  # Gemma 3's prompt rows, then the text connector's registers up to 1024 rows
+LTX2_AUDIO_CHANNELS, LTX2_AUDIO_BINS = 8, 16  # fixed by LTXAVModel (its audio latent: [B, 8, frames, 16])
+
+
+def ltx2(seed=0):
+    # LTXAVModel: each block carries the video and the audio stream. The conditioning is the video and the audio
+    # text contexts side by side in the width (each caption_channels wide), 1024 rows, no mask; the latent is the
+    # video and the audio latent together (a NestedTensor, as LTXVConcatAVLatent makes it).
+    env = import_comfyui()
+    av_model = _module_or_none("comfy.ldm.lightricks.av_model")
+    if av_model is None or not hasattr(av_model, "LTXAVModel"):
+        host_lacks("LTX-2 (comfy.ldm.lightricks.av_model.LTXAVModel)")
+    unet_config = {"image_model": "ltxav", "in_channels": 128, "cross_attention_dim": 64, "attention_head_dim": 32,
+                   "num_attention_heads": 2, "audio_in_channels": LTX2_AUDIO_CHANNELS * LTX2_AUDIO_BINS,
+                   "audio_cross_attention_dim": 32, "audio_attention_head_dim": 16, "audio_num_attention_heads": 2,
+                   "caption_channels": TEXT_DIM, "num_layers": 2}
+    gen = _generator(seed + 1)
+    rows = LTX2_TEXT_ROWS
+    pos = _cond(_text(gen, rows, rows, None, width=2 * TEXT_DIM))
+    neg = _cond(_text(gen, rows, rows, None, width=2 * TEXT_DIM))
+    patcher, model_config = _build_patcher("LTXAV", unet_config, seed)
+    latent = env.comfy.nested_tensor.NestedTensor(
+        (torch.zeros(1, 128, 2, 4, 4), torch.zeros(1, LTX2_AUDIO_CHANNELS, 5, LTX2_AUDIO_BINS)))
+    layout = (Segment("gemma3", 0, rows, PROMPT_TOKENS),)
+    return TinyModel(
+        family="ltx2", patcher=patcher, positive=pos, negative=neg, latent={"samples": latent},
+        unet_config=unet_config, model_config=model_config, double_blocks=2, single_blocks=0,
+        text_len=rows, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=rows, negative_real_tokens=NEGATIVE_TOKENS,
+    )
+
+
+def kandinsky5(seed=0):
+    # Kandinsky 5 (video): text blocks over the Qwen2.5-VL rows, then visual blocks with self-attention and
+    # cross-attention to that text; the model marks its blocks itself (transformer_options["block_index"]). Its
+    # input is the latent plus ComfyUI's concat_cond (an image latent and a mask): 33 channels, 1x2x2 patches.
+    env = import_comfyui()
+    module = _module_or_none("comfy.ldm.kandinsky5.model")
+    if module is None or not hasattr(module, "Kandinsky5"):
+        host_lacks("Kandinsky 5 (comfy.ldm.kandinsky5.model.Kandinsky5)")
+    unet_config = {"image_model": "kandinsky5", "in_visual_dim": 16, "out_visual_dim": 16, "in_text_dim": TEXT_DIM,
+                   "in_text_dim2": POOLED_DIM, "time_dim": 32, "model_dim": 64, "ff_dim": 128,
+                   "visual_embed_dim": 33 * 4, "num_text_blocks": 1, "num_visual_blocks": 2, "axes_dims": (8, 12, 12)}
+    gen = _generator(seed + 1)
+    pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
+    neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
+    patcher, model_config = _build_patcher("Kandinsky5", unet_config, seed)
+    layout = (Segment("qwen25_7b", 0, PROMPT_TOKENS, PROMPT_TOKENS),)
+    return TinyModel(
+        family="kandinsky5", patcher=patcher, positive=pos, negative=neg, latent={"samples": torch.zeros(1, 16, 2, 8, 8)},
+        unet_config=unet_config, model_config=model_config, double_blocks=2, single_blocks=0,
+        text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
+        negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, block_access="marked",
+        block_patches_work=False,
+    )
+
+
+def _module_or_none(name):
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
 def chroma(seed=0):
     # Chroma: Flux's double/single blocks with a modulation approximator instead of vec; its T5 text is not
     # padded (PixArt-style tokenizer, min_length 1). Flux's encode_adm reads pooled_output, so conds carry one.
@@ -562,7 +630,8 @@ def lumina2(seed=0):
 
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
                                     wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, z_image,
-                                    lumina2, flux2, hunyuan_video_15, hunyuan_image_21, ltxv)}
+                                    lumina2, flux2, hunyuan_video_15, hunyuan_image_21, ltxv, ltx2,
+                                    kandinsky5)}
 
 
 def build(family, seed=0, **depth):
@@ -584,4 +653,12 @@ def sample(model, positive=None, negative=None, latent=None, steps=3, cfg=4.0, s
     latent = model.latent if latent is None else latent
     (out,) = env.nodes.common_ksampler(patcher, seed, steps, cfg, sampler, scheduler, positive, negative,
                                        latent, denoise=denoise)
-    return out["samples"]
+    return flat(out["samples"])
+
+
+def flat(samples):
+    """Several latents sampled together (LTX-2: video and audio, a NestedTensor) as one tensor [B, all values], so
+    a test compares all of them at once; a plain latent as it is."""
+    if hasattr(samples, "tensors"):
+        return torch.cat([t.reshape(t.shape[0], -1) for t in samples.tensors], dim=1)
+    return samples
