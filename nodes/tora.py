@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..core.blocklist import DOUBLE
 from ..core.spacing import MODES
 from ..runtime.adapters import MARKED
+from ..runtime.hooks import reference_from
 from ..runtime.text_edits import ResidualAlignment, TokenSpacing
 from .dare import TokenWeightsType, check_weights_fit
 from .common import CATEGORY, Target, block_and_step_inputs, check_widgets, finish, model_input, queue_verdict, report_output
@@ -183,6 +184,5 @@ def _reference(negative):
     context, extras = negative[0]
     if context is None:
         raise ValueError("Residual Alignment: the negative conditioning holds no text tokens.")
-    inputs = {"y": extras.get("pooled_output"), "attention_mask": extras.get("attention_mask")}
-    return context, {key: value for key, value in inputs.items() if value is not None}
+    return reference_from(context, extras)
 

@@ -20,6 +20,7 @@ from ..core.rotation import align_residual
 from ..core.spacing import choose_k, decompose, masked_mean, on_real_rows, real_rows_mask, space_tokens
 from .adapters import TextView
 from .interventions import Intervention
+from .state import UNCOND_THIS_STEP
 
 
 def _reuse_or_compute(ctx, owner, view, compute):
@@ -129,6 +130,10 @@ class ResidualAlignment(_TextEdit):
     def reference_prompt(self):
         return self.negative
 
+    @property
+    def needs_uncond_text(self) -> bool:
+        return True
+
     def edit_tokens(self, view, ctx):
         tokens = view.tokens
         real = real_rows_mask(tokens, view.real)
@@ -171,10 +176,10 @@ class ResidualAlignment(_TextEdit):
             latest[ctx.block] = partner     # for a cond pass that runs in a batch of its own
             return partner
         if latest.get(ctx.block) is not None:
-            if self.negative is not None:
-                return latest[ctx.block]        # from the pass on the node's own negative prompt
+            if ctx.plan.scratch.get(UNCOND_THIS_STEP):
+                return latest[ctx.block]        # from an uncond batch or reference pass of this same step
             ctx.plan.warn_once(f"{self.label}-split", (
-                f"{self.label}: cond and uncond ran in separate batches; aligning to the uncond text of the "
+                f"{self.label}: cond ran before uncond in separate batches; aligning to the uncond text of the "
                 "latest uncond pass at the same block (exact for Wan, one step old elsewhere)"))
             return latest[ctx.block]
         ctx.plan.note_reason(self.label, (
