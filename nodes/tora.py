@@ -108,6 +108,7 @@ class TokenSpacingNode(io.ComfyNode):
         intervention = TokenSpacing(
             label="Token Spacing", blocks=target.blocks, steps=target.steps, sigma=float(sigma),
             k_mode=k_mode, fixed_k=int(fixed_k), cond_only=apply_to == "cond only", positive_real=positive_real,
+            positive_weights=token_weights,
         )
         k_text = {"auto": "k by the elbow", "fixed": f"k = {fixed_k}", "all": "all directions (variance scale-up)"}[k_mode]
         report = (
@@ -164,7 +165,8 @@ class ResidualAlignmentNode(io.ComfyNode):
         positive_real, padding = _padding(target, token_weights)
         intervention = ResidualAlignment(
             label="Residual Alignment", blocks=target.blocks, steps=target.steps, strength=float(strength),
-            k_mode=k_mode, fixed_k=int(fixed_k), positive_real=positive_real, negative=_reference(negative),
+            k_mode=k_mode, fixed_k=int(fixed_k), positive_real=positive_real, positive_weights=token_weights,
+            negative=_reference(negative),
         )
         without_uncond = (
             "with no uncond pass (CFG 1) it runs the model once more per step on the negative input"

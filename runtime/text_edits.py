@@ -20,6 +20,7 @@ from ..core.rotation import align_residual
 from ..core.spacing import choose_k, decompose, masked_mean, on_real_rows, real_rows_mask, space_tokens
 from .adapters import TextView
 from .interventions import Intervention
+from .prompt_weights import fits, mismatch_message
 from .state import UNCOND_THIS_STEP
 
 
@@ -58,13 +59,21 @@ class _TextEdit(Intervention):
     # The positive prompt's real rows from Token Importance, for models whose padding ComfyUI does not
     # mark (SD3, Flux); empty = rely on the adapter.
     positive_real: tuple = ()
+    # The token weights they come from, to check before the first step that they belong to the prompt.
+    positive_weights: object = None
 
     def check_prompt(self, positive_rows: int) -> None:
-        if self.positive_real and positive_rows != len(self.positive_real):
+        if self.positive_real and self.positive_weights is None and positive_rows != len(self.positive_real):
             raise ValueError(
                 f"{self.label}: the token weights describe {len(self.positive_real)} rows but the positive "
                 f"conditioning has {positive_rows}; build them from the same CLIP and prompt."
             )
+
+    def start_run(self, positive: list, run, latent_shape: tuple = ()) -> None:
+        """Weights that belong to none of the positive prompts are an error here, before the first step."""
+        contexts = [c["cross_attn"] for c in positive if c.get("cross_attn") is not None]
+        if self.positive_weights is not None and contexts and not any(fits(self.positive_weights, c) for c in contexts):
+            raise ValueError(mismatch_message(self.label, self.positive_weights, contexts[0]))
 
     def edit_block_inputs(self, args, ctx):
         view = ctx.adapter.text_view(ctx.block, args, ctx)
