@@ -11,12 +11,15 @@ error when sampling starts. Token Importance's weights carry a signature instead
 once, as CLIP Text Encode does, and keeps a small random projection of each row, compared with a
 tolerance (the CLIP Text Encode next to it made the conditioning in another call, maybe on another
 device or precision). Another prompt of the same length differs in at least the row of a changed token.
-ConditioningConcat keeps the first prompt's dict and appends rows: its weights still match the leading
-rows, and the appended ones are left unweighted.
+
+ConditioningConcat keeps the first prompt's dict and drops the appended prompt's: its rows find their
+weights again by their digest (`appended_weights`), among the weights TokenFocus Prompt nodes made that
+are still alive (a node's output holds them). Nothing else is found there: the digest is of exact values.
 """
 from __future__ import annotations
 
 import hashlib
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -39,6 +42,9 @@ class PromptWeights(TokenWeights):
 # Lindenstrauss), and rows of the same prompt encoded twice differ by rounding only (well under 1 %).
 SIGNATURE_DIMS = 32
 SIGNATURE_TOLERANCE = 0.1
+
+# Weights TokenFocus Prompt made, by digest, held weakly: see the module's docstring (ConditioningConcat).
+_MADE = weakref.WeakValueDictionary()
 
 
 def fingerprint(context: torch.Tensor, rows: int | None = None) -> str:
@@ -78,6 +84,7 @@ def attach(conditioning: list, weights: TokenWeights) -> tuple[list, list]:
         _check_rows(weights, context)
         bound = PromptWeights(labels=weights.labels, weights=weights.weights, real=weights.real,
                               encoder=weights.encoder, prompt=weights.prompt, fingerprint=fingerprint(context))
+        _MADE[(bound.fingerprint, id(bound))] = bound
         out.append([context, {**extras, COND_KEY: bound}])
         attached.append(bound)
     return out, attached
@@ -119,6 +126,26 @@ def fits(weights: TokenWeights, context: torch.Tensor) -> bool:
     if signed:
         return _same_rows(signed, context)
     return n == rows            # weights that know no identity (made outside the nodes): only the row count
+
+
+def appended_weights(label: str, context: torch.Tensor, offset: int):
+    """The TokenFocus Prompt weights of the rows a ConditioningConcat appended at `offset`, or None."""
+    found, digests = {}, {}
+    for (digest, _), weights in list(_MADE.items()):
+        n = len(weights)
+        if offset + n > context.shape[1]:
+            continue
+        if n not in digests:
+            digests[n] = fingerprint(context[:, offset:offset + n])
+        if digests[n] == digest:
+            found.setdefault(weights.weights, weights)
+    if len(found) > 1:
+        prompt = next(iter(found.values())).prompt
+        raise ValueError(
+            f"{label}: the prompt appended by ConditioningConcat at row {offset} encodes to the same rows as "
+            f"{len(found)} TokenFocus Prompt nodes with different weights ({prompt[:60]!r}...): which weights it "
+            "carries cannot be told. Give the prompts different text, or use one TokenFocus Prompt node.")
+    return next(iter(found.values()), None)
 
 
 def mismatch_message(label: str, weights: TokenWeights, context: torch.Tensor) -> str:

@@ -14,7 +14,7 @@ import torch
 from ..core.attention_stats import token_grid
 from ..core.region import token_weights_of_mask
 from .interventions import CROSS_TEXT, JOINT, Intervention
-from .prompt_weights import COND_KEY, fits, mismatch_message, padded
+from .prompt_weights import COND_KEY, appended_weights, fits, mismatch_message, padded
 from .state import PASS_KEY, POSITIVE, RUN_KEY
 
 # Suppression is a large finite bias: -inf would turn 0·(-inf) into NaN for the unbiased queries.
@@ -92,11 +92,8 @@ class TokenBias(Intervention):
                 continue
             if not fits(weights, context):
                 raise ValueError(mismatch_message(self.label, weights, context))
-            if weights.encoder != self.encoder:
-                raise ValueError(
-                    f"{self.label}: the token weights come from a '{weights.encoder}' text encoder, but this model "
-                    f"is conditioned by '{self.encoder}'. Encode the prompt with the CLIP that goes with this model.")
-            by_uuid[cond.get("uuid")] = padded(self.bias_for(weights), context.shape[1], 0.0)
+            self._check_encoder(weights)
+            by_uuid[cond.get("uuid")] = self._bias_of_rows(weights, context, run)
         if self.weights is not None and not connected_fit:
             context = next((c["cross_attn"] for c in positive if c.get("cross_attn") is not None), None)
             if context is not None:
@@ -114,6 +111,27 @@ class TokenBias(Intervention):
             run.warn_once(f"{self.label}-neutral", f"{self.label}: every token weight of the positive prompt is 1: "
                           "nothing is reweighted")
         run.cache[self._by_uuid_key] = by_uuid
+
+    def _check_encoder(self, weights) -> None:
+        if weights.encoder != self.encoder:
+            raise ValueError(
+                f"{self.label}: the token weights come from a '{weights.encoder}' text encoder, but this model "
+                f"is conditioned by '{self.encoder}'. Encode the prompt with the CLIP that goes with this model.")
+
+    def _bias_of_rows(self, weights, context, run) -> tuple:
+        """The bias of every row of one cond: its weights' rows, then the rows of each prompt a
+        ConditioningConcat appended, by that prompt's own weights; rows no weights are found for keep 0."""
+        bias, rows = list(self.bias_for(weights)), context.shape[1]
+        while len(bias) < rows:
+            appended = appended_weights(self.label, context, len(bias))
+            if appended is None:
+                run.warn_once(f"{self.label}-appended-{len(bias)}", (
+                    f"{self.label}: rows {len(bias)} to {rows - 1} of a positive prompt (appended by "
+                    "ConditioningConcat?) carry no weights of a TokenFocus Prompt node: left unweighted"))
+                break
+            self._check_encoder(appended)
+            bias += self.bias_for(appended)
+        return padded(tuple(bias), rows, 0.0)
 
     def prepare_step(self, plan, device) -> None:
         """The bias tensor of each sample of this model call (None: unweighted), built outside the model."""

@@ -227,6 +227,58 @@ def log_bias(weights):
     return tuple(round(math.log(max(w, math.exp(-20))), 4) for w in weights)
 
 
+def test_concatenated_prompts_keep_their_own_weights_on_their_own_rows(comfy, tiny, dare, wan_prompts):
+    """ConditioningConcat keeps only the first prompt's dict: the appended prompt's rows still get its own
+    weights, after the first prompt's rows (the ComfyUI node, on the tiny Wan)."""
+    model = tiny("wan21_t2v")
+    p = wan_prompts
+    concat = comfy.nodes.ConditioningConcat().concat(p.weighted[0], p.other[0])[0]
+    assert concat[0][0].shape[1] == 2 * len(p.weighted[1])
+    recording, seen = text_key_biases(model, model.patcher, concat, p.negative)
+    patched = dare[0].execute(recording, None).args[0]
+    out = sample(model, patched, concat, p.negative)
+    assert log_bias(p.weighted[1].weights + p.other[1].weights) in seen, seen
+    # The same through the weights connected to the node: the leading rows take them, the rest their own.
+    connected = dare[0].execute(model.patcher, p.weighted[1]).args[0]
+    assert torch.equal(sample(model, connected, concat, p.negative), out)
+    # Appended rows no TokenFocus Prompt made (CLIP Text Encode) stay unweighted.
+    plain = comfy.nodes.ConditioningConcat().concat(p.weighted[0], p.negative)[0]
+    recording, seen = text_key_biases(model, model.patcher, plain, p.negative)
+    sample(model, dare[0].execute(recording, None).args[0], plain, p.negative)
+    assert log_bias(p.weighted[1].weights) + (0.0,) * p.negative[0][0].shape[1] in seen
+    # Two live TokenFocus Prompt nodes encode the same text with other weights: which is appended is unknown.
+    ambiguous = comfy.nodes.ConditioningConcat().concat(p.other[0], p.weighted[0])[0]
+    with pytest.raises(ValueError, match="cannot be told"):
+        sample(model, counting(dare[0].execute(model.patcher, None).args[0]), ambiguous, p.negative)
+
+
+def test_conditioning_nodes_users_chain_keep_each_prompts_weights(comfy, tiny, dare, wan_prompts):
+    """SetArea, SetMask and SetTimestepRange keep the rows and the dict: the weights stay on the prompt; a
+    zeroed-out prompt as the negative is left alone, and as the positive its weights no longer fit (error)."""
+    model = tiny("wan21_t2v")
+    p = wan_prompts
+    nodes = comfy.nodes
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, :32] = 1.0
+    chained = {
+        "area": nodes.ConditioningSetArea().append(p.weighted[0], 32, 64, 0, 0, 1.0)[0],
+        "mask": nodes.ConditioningSetMask().append(p.weighted[0], mask, "default", 1.0)[0],
+        "range": nodes.ConditioningSetTimestepRange().set_range(p.weighted[0], 0.0, 0.5)[0],
+    }
+    for name, positive in chained.items():
+        # The whole prompt where the node keeps only part of it: the other prompt covers the rest.
+        positive = nodes.ConditioningCombine().combine(positive, p.other[0])[0]
+        recording, seen = text_key_biases(model, model.patcher, positive, p.negative)
+        sample(model, dare[0].execute(recording, None).args[0], positive, p.negative)
+        assert log_bias(p.weighted[1].weights) in seen, name
+    zeroed = nodes.ConditioningZeroOut().zero_out(p.weighted[0])[0]
+    unconnected = dare[0].execute(model.patcher, None).args[0]
+    base = sample(model, model.patcher, p.other[0], zeroed)
+    assert not torch.equal(sample(model, unconnected, p.other[0], zeroed), base)
+    with pytest.raises(ValueError, match="made for another conditioning"):
+        sample(model, counting(unconnected), zeroed, p.negative)
+
+
 def test_token_importance_weights_must_belong_to_the_prompt_they_meet(comfy, clips, tiny, dare, wan_prompts):
     """Token Importance's weights next to CLIP Text Encode of the same text work (also in another precision);
     with another prompt of the same length they are an error before the first step, in every node."""
