@@ -44,6 +44,9 @@ SIGNATURE_DIMS = 32
 SIGNATURE_TOLERANCE = 0.1
 
 # Weights TokenFocus Prompt made, by digest, held weakly: see the module's docstring (ConditioningConcat).
+# The pack's one module-level table, and only an index of what the nodes' outputs hold: addressed by the
+# exact values of the rows, an entry goes with the output that holds it, so nothing a run does reaches
+# another run through it.
 _MADE = weakref.WeakValueDictionary()
 
 
