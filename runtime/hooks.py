@@ -94,7 +94,7 @@ def _start_run(run: RunState, config, guider, sigmas, latent_shape: tuple) -> No
         run.steps_in_range[iv.label] = max(in_range, run.steps_in_range.get(iv.label, 0))
 
 
-REFERENCE_KEY = "reference prompt"      # run cache: (the prompt to run as uncond, True = first step only)
+REFERENCE_KEY = "reference prompt"      # run cache: (the run's negative for its first step, the node's)
 UNCOND_SIGMA = "uncond sigma"           # run cache: the sigma of the latest uncond text (pass or reference)
 
 
@@ -102,21 +102,21 @@ def _plan_reference(run: RunState, config, guider) -> None:
     """Decided once per run, for the interventions that need the uncond text (Residual Alignment): which
     prompt a model call with no uncond sample gets run as one. With an uncond pass in the run (CFG > 1),
     the run's own negative, and only at the first step where cond ran before it (split batches): the
-    run's uncond then acts from the first step. With none (CFG 1), the node's negative input, every step."""
+    run's uncond then acts from the first step. With none (CFG 1), the node's negative input, every step
+    (also where a guider of its own was expected to run an uncond pass and ran none in the first step)."""
     wanting = [iv for iv in config.interventions if iv.needs_uncond_text]
     if not wanting:
         return
+    own = next((iv.reference_prompt for iv in wanting if iv.reference_prompt is not None), None)
     negative = [c for c in (getattr(guider, "conds", None) or {}).get("negative") or [] if c.get("cross_attn") is not None]
     if _runs_uncond(guider) and negative:
-        run.cache[REFERENCE_KEY] = (reference_from(negative[0]["cross_attn"], negative[0]), True)
-        for iv in wanting:
-            if iv.reference_prompt is not None:
-                log.info("TokenFocus: %s: the sampler runs an uncond pass; aligning to it (the negative input is "
-                         "used only at CFG 1)", iv.label)
+        run.cache[REFERENCE_KEY] = (reference_from(negative[0]["cross_attn"], negative[0]), own)
+        if own is not None:
+            log.info("TokenFocus: %s: the sampler runs an uncond pass; aligning to it (the negative input is "
+                     "used only at CFG 1)", ", ".join(iv.label for iv in wanting))
         return
-    reference = next((iv.reference_prompt for iv in wanting if iv.reference_prompt is not None), None)
-    if reference is not None:
-        run.cache[REFERENCE_KEY] = (reference, False)
+    if own is not None:
+        run.cache[REFERENCE_KEY] = (None, own)
         log.info("TokenFocus: no uncond pass in this run (CFG 1): one extra model pass per step on the negative "
                  "input gives %s its reference", ", ".join(iv.label for iv in wanting))
 
@@ -148,8 +148,10 @@ def _reference_now(run: RunState, sigma: float):
     first = run.cache.setdefault("first sigma", sigma)
     if planned is None or run.cache.get("saw uncond") or run.cache.get(UNCOND_SIGMA) == sigma:
         return None
-    reference, first_step_only = planned
-    return None if first_step_only and sigma != first else reference
+    runs_negative, own = planned
+    if runs_negative is not None and sigma == first:
+        return runs_negative
+    return own
 
 
 def _report(run: RunState, config, options: dict, sigmas) -> None:
