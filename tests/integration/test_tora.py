@@ -411,3 +411,27 @@ def test_alignment_with_cond_run_first_on_joint_models(comfy, tiny, nodes, caplo
     own = [[torch.randn(model.positive[0][0].shape, generator=torch.Generator().manual_seed(3)), model.positive[0][1]]]
     with_input, _ = alignment(nodes, model.patcher, negative=own)
     assert torch.equal(sample_with(model, with_input, negative=negative, cfg=4.0), out)
+
+
+def test_alignment_under_a_guider_of_its_own_that_runs_no_uncond_pass(comfy, tiny, nodes):
+    """A guider with a predict_noise of its own and a negative prompt is taken to run an uncond pass; where
+    its first step runs none (it samples as CFG 1), the negative input gives the reference from then on."""
+    import comfy.samplers
+
+    class OwnGuider(comfy.samplers.CFGGuider):
+        def predict_noise(self, x, timestep, model_options={}, seed=None):
+            return super().predict_noise(x, timestep, model_options, seed)
+
+    model = tiny("wan21_t2v")
+    recorder = BlockInputRecorder([("double_block", 0)])
+    patched, _ = alignment(nodes, recorder.before(model.patcher), negative=model.negative)
+    guider = OwnGuider(recorder.after(patched))
+    guider.set_conds(model.positive, model.negative)
+    guider.set_cfg(1.0)
+    latent = model.latent["samples"]
+    sigmas = comfy.samplers.calculate_sigmas(model.patcher.get_model_object("model_sampling"), "simple", STEPS)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    guider.sample(noise, latent, comfy.samplers.sampler_object("euler"), sigmas, seed=0)
+    chunks = [c for _, _, c, _, _ in recorder.pairs()]
+    assert chunks.count((1,)) == chunks.count((0,)) == STEPS, "one reference pass per step, none skipped"
+    assert all(not torch.equal(before, after) for _, _, c, before, after in recorder.pairs() if c == (0,))
