@@ -12,14 +12,14 @@ once, as CLIP Text Encode does, and keeps a small random projection of each row,
 tolerance (the CLIP Text Encode next to it made the conditioning in another call, maybe on another
 device or precision). Another prompt of the same length differs in at least the row of a changed token.
 
-ConditioningConcat keeps the first prompt's dict and drops the appended prompt's: its rows find their
-weights again by their digest (`appended_weights`), among the weights TokenFocus Prompt nodes made that
-are still alive (a node's output holds them). Nothing else is found there: the digest is of exact values.
+ConditioningConcat keeps the first prompt's dict and drops the appended prompt's: the first prompt's
+weights still match the leading rows, and the appended rows are left unweighted, said in the log. Finding
+the appended prompt's weights again would need a table of every weight made, kept across nodes; the pack
+keeps no state outside the model options and the conditioning.
 """
 from __future__ import annotations
 
 import hashlib
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -42,13 +42,6 @@ class PromptWeights(TokenWeights):
 # Lindenstrauss), and rows of the same prompt encoded twice differ by rounding only (well under 1 %).
 SIGNATURE_DIMS = 32
 SIGNATURE_TOLERANCE = 0.1
-
-# Weights TokenFocus Prompt made, by digest, held weakly: see the module's docstring (ConditioningConcat).
-# The pack's one module-level table, and only an index of what the nodes' outputs hold: addressed by the
-# exact values of the rows, an entry goes with the output that holds it, so nothing a run does reaches
-# another run through it.
-_MADE = weakref.WeakValueDictionary()
-
 
 def fingerprint(context: torch.Tensor, rows: int | None = None) -> str:
     """Digest of the first `rows` rows of a [1, rows, dim] conditioning tensor (exact values)."""
@@ -87,7 +80,6 @@ def attach(conditioning: list, weights: TokenWeights) -> tuple[list, list]:
         _check_rows(weights, context)
         bound = PromptWeights(labels=weights.labels, weights=weights.weights, real=weights.real,
                               encoder=weights.encoder, prompt=weights.prompt, fingerprint=fingerprint(context))
-        _MADE[(bound.fingerprint, id(bound))] = bound
         out.append([context, {**extras, COND_KEY: bound}])
         attached.append(bound)
     return out, attached
@@ -129,26 +121,6 @@ def fits(weights: TokenWeights, context: torch.Tensor) -> bool:
     if signed:
         return _same_rows(signed, context)
     return n == rows            # weights that know no identity (made outside the nodes): only the row count
-
-
-def appended_weights(label: str, context: torch.Tensor, offset: int):
-    """The TokenFocus Prompt weights of the rows a ConditioningConcat appended at `offset`, or None."""
-    found, digests = {}, {}
-    for (digest, _), weights in list(_MADE.items()):
-        n = len(weights)
-        if offset + n > context.shape[1]:
-            continue
-        if n not in digests:
-            digests[n] = fingerprint(context[:, offset:offset + n])
-        if digests[n] == digest:
-            found.setdefault(weights.weights, weights)
-    if len(found) > 1:
-        prompt = next(iter(found.values())).prompt
-        raise ValueError(
-            f"{label}: the prompt appended by ConditioningConcat at row {offset} encodes to the same rows as "
-            f"{len(found)} TokenFocus Prompt nodes with different weights ({prompt[:60]!r}...): which weights it "
-            "carries cannot be told. Give the prompts different text, or use one TokenFocus Prompt node.")
-    return next(iter(found.values()), None)
 
 
 def mismatch_message(label: str, weights: TokenWeights, context: torch.Tensor) -> str:

@@ -14,7 +14,7 @@ import torch
 from ..core.attention_stats import token_grid
 from ..core.region import token_weights_of_mask
 from .interventions import CROSS_TEXT, JOINT, Intervention
-from .prompt_weights import COND_KEY, appended_weights, fits, mismatch_message, padded
+from .prompt_weights import COND_KEY, fits, mismatch_message, padded
 from .state import PASS_KEY, POSITIVE, RUN_KEY
 
 # Suppression is a large finite bias: -inf would turn 0·(-inf) into NaN for the unbiased queries.
@@ -119,18 +119,14 @@ class TokenBias(Intervention):
                 f"is conditioned by '{self.encoder}'. Encode the prompt with the CLIP that goes with this model.")
 
     def _bias_of_rows(self, weights, context, run) -> tuple:
-        """The bias of every row of one cond: its weights' rows, then the rows of each prompt a
-        ConditioningConcat appended, by that prompt's own weights; rows no weights are found for keep 0."""
-        bias, rows = list(self.bias_for(weights)), context.shape[1]
-        while len(bias) < rows:
-            appended = appended_weights(self.label, context, len(bias))
-            if appended is None:
-                run.warn_once(f"{self.label}-appended-{len(bias)}", (
-                    f"{self.label}: rows {len(bias)} to {rows - 1} of a positive prompt (appended by "
-                    "ConditioningConcat?) carry no weights of a TokenFocus Prompt node: left unweighted"))
-                break
-            self._check_encoder(appended)
-            bias += self.bias_for(appended)
+        """The bias of every row of one cond: its weights' rows; rows a ConditioningConcat appended keep 0."""
+        bias, rows = tuple(self.bias_for(weights)), context.shape[1]
+        if len(bias) < rows:
+            run.warn_once(f"{self.label}-appended-{len(bias)}", (
+                f"{self.label}: rows {len(bias)} to {rows - 1} of a positive prompt were appended after the rows its "
+                "weights were made for (ConditioningConcat keeps only the first prompt's weights): left "
+                "unweighted. To weight words of both parts, write them in one TokenFocus Prompt, or use "
+                "ConditioningCombine"))
         return padded(tuple(bias), rows, 0.0)
 
     def prepare_step(self, plan, device) -> None:
