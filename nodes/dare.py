@@ -69,11 +69,12 @@ class TokenImportanceNode(io.ComfyNode):
                 "phrases you name with weights, an automatic semantic-density estimate (function words and "
                 "punctuation low, rare content words high, by word frequency from the tokenizer's own vocabulary), "
                 "and/or a saved table from ComfyUI's models/token_weights folder (Save Token Weights makes one). Feed "
-                "them to Token Reweighting or Importance Guidance. " + DARE
+                "them to Token Reweighting or Importance Guidance. It encodes the text once, as CLIP Text Encode does, "
+                "so that weights meeting another prompt's conditioning are an error before sampling. " + DARE
             ),
             inputs=[
                 io.Clip.Input("clip", tooltip="The CLIP / text encoder that encodes the positive prompt."),
-                io.String.Input("text", multiline=True, default="", tooltip="The positive prompt, exactly as encoded."),
+                io.String.Input("text", multiline=True, default="", tooltip="The positive prompt, exactly as CLIP Text Encode encodes it (checked when sampling starts)."),
                 io.String.Input(
                     "words", default="", multiline=False,
                     tooltip="Words or phrases with weights, e.g. 'sunflower:2, red hat:1.5' (no weight = 1.5). "
@@ -95,6 +96,7 @@ class TokenImportanceNode(io.ComfyNode):
 
     @classmethod
     def execute(cls, clip, text, words, density, table=table_folder.NONE) -> io.NodeOutput:
+        from ..runtime.prompt_weights import encode_like_clip_text_encode, recognising
         from ..runtime.tokens import build_token_weights
 
         _check_importance_inputs(words, table)
@@ -102,6 +104,8 @@ class TokenImportanceNode(io.ComfyNode):
             raise ValueError("Token Importance needs the CLIP that encodes the prompt.")
         saved = None if table in (None, "", table_folder.NONE) else table_folder.load_table(table)
         weights = build_token_weights(clip, text, named_spec=words, use_density=density, table=saved)
+        # The text encoded as CLIP Text Encode does, so that weights meeting another prompt are an error.
+        weights = recognising(weights, encode_like_clip_text_encode(clip, text))
         return io.NodeOutput(weights, weights.describe())
 
 

@@ -6,6 +6,7 @@ from comfy_api.latest import io
 from ..core.blocklist import DOUBLE
 from ..core.spacing import MODES
 from ..runtime.adapters import MARKED
+from ..runtime.hooks import reference_from
 from ..runtime.text_edits import ResidualAlignment, TokenSpacing
 from .dare import TokenWeightsType, check_weights_fit
 from .common import CATEGORY, Target, block_and_step_inputs, check_widgets, finish, model_input, queue_verdict, report_output
@@ -111,6 +112,7 @@ class TokenSpacingNode(io.ComfyNode):
         intervention = TokenSpacing(
             label="Token Spacing", blocks=target.blocks, steps=target.steps, sigma=float(sigma),
             k_mode=k_mode, fixed_k=int(fixed_k), cond_only=apply_to == "cond only", positive_real=positive_real,
+            positive_weights=token_weights,
         )
         k_text = {"auto": "k by the elbow", "fixed": f"k = {fixed_k}", "all": "all directions (variance scale-up)"}[k_mode]
         report = (
@@ -167,7 +169,8 @@ class ResidualAlignmentNode(io.ComfyNode):
         positive_real, padding = _padding(target, token_weights)
         intervention = ResidualAlignment(
             label="Residual Alignment", blocks=target.blocks, steps=target.steps, strength=float(strength),
-            k_mode=k_mode, fixed_k=int(fixed_k), positive_real=positive_real, negative=_reference(negative),
+            k_mode=k_mode, fixed_k=int(fixed_k), positive_real=positive_real, positive_weights=token_weights,
+            negative=_reference(negative),
         )
         without_uncond = (
             "with no uncond pass (CFG 1) it runs the model once more per step on the negative input"
@@ -187,6 +190,5 @@ def _reference(negative):
     context, extras = negative[0]
     if context is None:
         raise ValueError("Residual Alignment: the negative conditioning holds no text tokens.")
-    inputs = {"y": extras.get("pooled_output"), "attention_mask": extras.get("attention_mask")}
-    return context, {key: value for key, value in inputs.items() if value is not None}
+    return reference_from(context, extras)
 

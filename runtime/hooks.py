@@ -9,12 +9,14 @@
 - `PostBlockHook` (patches["double_block"]): on models that mark their blocks themselves and offer only a
   patch after each block (Z-Image / Lumina 2), edits the inputs of the next block; the attention hook then
   places calls by the model's own transformer_options["block_index"].
-- `outer_sample_wrapper` (WrappersMP.OUTER_SAMPLE): gives each sampling run fresh caches and logs what was
+- `outer_sample_wrapper` (WrappersMP.OUTER_SAMPLE): gives each sampling run fresh caches, checks the prompts,
+  decides from the guider whether a reference pass must stand in for the uncond pass, and logs what was
   touched when it ends.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import torch
 
@@ -23,6 +25,7 @@ from .adapters import MARKED
 from .attention_call import AttentionCall
 from .state import (
     BLOCK_KEY, CONFIG_KEY, HOOK_KEY, INSIDE_KEY, NEGATIVE, OTHER, PASS_KEY, POSITIVE, RUN_KEY, STEP_KEY,
+    UNCOND_THIS_STEP,
     BlockContext, RunState, StepPlan, log, roles_of_chunks,
 )
 
@@ -91,12 +94,73 @@ def _start_run(run: RunState, config, guider, sigmas, latent_shape: tuple) -> No
     positive = (getattr(guider, "conds", None) or {}).get("positive", []) or []
     for iv in config.interventions:
         iv.start_run(positive, run, latent_shape)
+    _plan_reference(run, config, guider)
     if sigmas is None:
         return
     steps = [float(s) for s in sigmas.reshape(-1)[:-1]]
     for iv in config.interventions:
         in_range = sum(run.steps_for(iv.steps).contains(s) for s in steps)
         run.steps_in_range[iv.label] = max(in_range, run.steps_in_range.get(iv.label, 0))
+
+
+REFERENCE_KEY = "reference prompt"      # run cache: (the run's negative for its first step, the node's)
+UNCOND_SIGMA = "uncond sigma"           # run cache: the sigma of the latest uncond text (pass or reference)
+
+
+def _plan_reference(run: RunState, config, guider) -> None:
+    """Decided once per run, for the interventions that need the uncond text (Residual Alignment): which
+    prompt a model call with no uncond sample gets run as one. With an uncond pass in the run (CFG > 1),
+    the run's own negative, and only at the first step where cond ran before it (split batches): the
+    run's uncond then acts from the first step. With none (CFG 1), the node's negative input, every step
+    (also where a guider of its own was expected to run an uncond pass and ran none in the first step)."""
+    wanting = [iv for iv in config.interventions if iv.needs_uncond_text]
+    if not wanting:
+        return
+    own = next((iv.reference_prompt for iv in wanting if iv.reference_prompt is not None), None)
+    negative = [c for c in (getattr(guider, "conds", None) or {}).get("negative") or [] if c.get("cross_attn") is not None]
+    if _runs_uncond(guider) and negative:
+        run.cache[REFERENCE_KEY] = (reference_from(negative[0]["cross_attn"], negative[0]), own)
+        if own is not None:
+            log.info("TokenFocus: %s: the sampler runs an uncond pass; aligning to it (the negative input is "
+                     "used only at CFG 1)", ", ".join(iv.label for iv in wanting))
+        return
+    if own is not None:
+        run.cache[REFERENCE_KEY] = (None, own)
+        log.info("TokenFocus: no uncond pass in this run (CFG 1): one extra model pass per step on the negative "
+                 "input gives %s its reference", ", ".join(iv.label for iv in wanting))
+
+
+def _runs_uncond(guider) -> bool:
+    """Will the guider run an uncond pass? ComfyUI's own CFG skips it at cfg 1 (unless a node disabled that);
+    a guider of its own that has a negative prompt is taken to run it."""
+    import comfy.samplers
+
+    if not (getattr(guider, "conds", None) or {}).get("negative"):
+        return False
+    cfg = getattr(guider, "cfg", None)
+    standard = getattr(type(guider), "predict_noise", None) is getattr(comfy.samplers.CFGGuider, "predict_noise", None)
+    skips_cfg1 = not (getattr(guider, "model_options", None) or {}).get("disable_cfg1_optimization", False)
+    return not (standard and isinstance(cfg, (int, float)) and math.isclose(cfg, 1.0) and skips_cfg1)
+
+
+def reference_from(context, extras: dict):
+    """A prompt as a reference pass takes it, (context, {model input: tensor}): its pooled vector goes where
+    the model takes one ('y': SD3, Flux, HunyuanVideo), and so does its text mask (HunyuanVideo)."""
+    inputs = {"y": extras.get("pooled_output"), "attention_mask": extras.get("attention_mask")}
+    return context, {key: value for key, value in inputs.items() if value is not None}
+
+
+def _reference_now(run: RunState, sigma: float):
+    """The reference prompt this model call (with no uncond sample) runs first, or None: once per step
+    (conds split into several calls share it)."""
+    planned = run.cache.get(REFERENCE_KEY)
+    first = run.cache.setdefault("first sigma", sigma)
+    if planned is None or run.cache.get("saw uncond") or run.cache.get(UNCOND_SIGMA) == sigma:
+        return None
+    runs_negative, own = planned
+    if runs_negative is not None and sigma == first:
+        return runs_negative
+    return own
 
 
 def _report(run: RunState, config, options: dict, sigmas) -> None:
@@ -175,10 +239,14 @@ def apply_model_wrapper(executor, x, t, c_concat=None, c_crossattn=None, control
         iv.prepare_step(plan, x.device)
     if any(plan.negative_samples(x.shape[0])):
         run.cache["saw uncond"] = True
-    elif not run.cache.get("saw uncond") and not this_pass:
-        reference = next((iv.reference_prompt for iv in active if iv.reference_prompt is not None), None)
+        run.cache[UNCOND_SIGMA] = sigma
+    elif any(iv.needs_uncond_text for iv in active):
+        reference = None if this_pass else _reference_now(run, sigma)
         if reference is not None:
             _reference_pass(executor, config.adapter, plan, reference, x, t, c_concat, c_crossattn, options, kwargs)
+            run.cache[UNCOND_SIGMA] = sigma
+        # Uncond text from this very step (an uncond batch or a reference pass before this call) is exact.
+        plan.scratch[UNCOND_THIS_STEP] = run.cache.get(UNCOND_SIGMA) == sigma
     options[STEP_KEY] = plan
     override = options.get(OVERRIDE_KEY)
     hook = _attention_hook_for_run(run, options) if any(iv.acts_on_attention for iv in active) else None

@@ -37,9 +37,14 @@ class Intervention:
 
     @property
     def reference_prompt(self):
-        """(context, {model input: tensor}) of a prompt to run as an uncond pass when a model call has none
+        """(context, {model input: tensor}) of a prompt to run as an uncond pass when the run has none
         (CFG 1), or None."""
         return None
+
+    @property
+    def needs_uncond_text(self) -> bool:
+        """Does it read the uncond prompt's text (a reference pass runs where a model call brings none)?"""
+        return False
 
     def prepare_step(self, plan, device) -> None:
         """Once per model call, outside any compiled region: build what the hooks will only look up

@@ -7,8 +7,15 @@ sampler's conds and gives each a uuid; every model call names the uuid of each o
 
 The weights also carry a fingerprint of the rows they were made for: weights that meet another
 conditioning (a stale prompt, a blended or re-encoded one, another prompt of the same length) are an
-error when sampling starts. ConditioningConcat keeps the first prompt's dict and appends rows: its
-weights still match the leading rows, and the appended ones are left unweighted.
+error when sampling starts. Token Importance's weights carry a signature instead: it encodes its text
+once, as CLIP Text Encode does, and keeps a small random projection of each row, compared with a
+tolerance (the CLIP Text Encode next to it made the conditioning in another call, maybe on another
+device or precision). Another prompt of the same length differs in at least the row of a changed token.
+
+ConditioningConcat keeps the first prompt's dict and drops the appended prompt's: the first prompt's
+weights still match the leading rows, and the appended rows are left unweighted, said in the log. Finding
+the appended prompt's weights again would need a table of every weight made, kept across nodes; the pack
+keeps no state outside the model options and the conditioning.
 """
 from __future__ import annotations
 
@@ -25,10 +32,17 @@ COND_KEY = "tokenfocus_weights"
 
 @dataclass(frozen=True)
 class PromptWeights(TokenWeights):
-    """TokenWeights that know the conditioning rows they belong to (a digest of their values)."""
+    """TokenWeights that know the conditioning rows they belong to: a digest of their exact values
+    (TokenFocus Prompt), or a signature compared with a tolerance (Token Importance)."""
 
     fingerprint: str = ""
+    signature: bytes = b""     # float32 [rows, SIGNATURE_DIMS]: each row projected on fixed directions
 
+
+# Per row: SIGNATURE_DIMS random directions keep a row's distance to another within ~25 % (Johnson-
+# Lindenstrauss), and rows of the same prompt encoded twice differ by rounding only (well under 1 %).
+SIGNATURE_DIMS = 32
+SIGNATURE_TOLERANCE = 0.1
 
 def fingerprint(context: torch.Tensor, rows: int | None = None) -> str:
     """Digest of the first `rows` rows of a [1, rows, dim] conditioning tensor (exact values)."""
@@ -39,19 +53,61 @@ def fingerprint(context: torch.Tensor, rows: int | None = None) -> str:
     return hashlib.sha1(data.numpy().tobytes() + str(tuple(part.shape)).encode()).hexdigest()
 
 
+def signature(context: torch.Tensor, rows: int | None = None) -> bytes:
+    """Each of the first `rows` rows of a [1, rows, dim] conditioning projected on SIGNATURE_DIMS fixed
+    random directions (seeded by the width), as float32 bytes."""
+    part = (context if rows is None else context[:, :rows])[0].detach().to("cpu", torch.float32)
+    part = torch.nan_to_num(part)       # an encoder that overflows in half precision still signs the same way
+    directions = torch.randn(part.shape[-1], SIGNATURE_DIMS, generator=torch.Generator().manual_seed(part.shape[-1]))
+    return (part @ directions).contiguous().numpy().tobytes()
+
+
+def _same_rows(signed: bytes, context: torch.Tensor) -> bool:
+    """Are these the rows the signature was taken of, up to rounding? Row by row, relative to its size."""
+    n = len(signed) // (4 * SIGNATURE_DIMS)
+    if n == 0 or n > context.shape[1]:
+        return False
+    theirs = torch.frombuffer(bytearray(signed), dtype=torch.float32).view(n, SIGNATURE_DIMS)
+    ours = torch.frombuffer(bytearray(signature(context, n)), dtype=torch.float32).view(n, SIGNATURE_DIMS)
+    size = torch.maximum(theirs.norm(dim=-1), ours.norm(dim=-1))
+    floor = 1e-6 * float(size.max()) + 1e-12        # rows that are zero in both (padding) agree
+    return bool(((theirs - ours).norm(dim=-1) <= SIGNATURE_TOLERANCE * size + floor).all())
+
+
 def attach(conditioning: list, weights: TokenWeights) -> tuple[list, list]:
     """(conditioning with the weights in each cond's dict, one PromptWeights per cond)."""
     out, attached = [], []
     for context, extras in conditioning:
-        if context.shape[1] != len(weights):
-            raise ValueError(
-                f"TokenFocus Prompt: the {weights.encoder} encoder gave {context.shape[1]} rows where its "
-                f"tokenizer laid out {len(weights)}; this text encoder is not supported")
+        _check_rows(weights, context)
         bound = PromptWeights(labels=weights.labels, weights=weights.weights, real=weights.real,
                               encoder=weights.encoder, prompt=weights.prompt, fingerprint=fingerprint(context))
         out.append([context, {**extras, COND_KEY: bound}])
         attached.append(bound)
     return out, attached
+
+
+def recognising(weights: TokenWeights, conditioning: list) -> PromptWeights:
+    """Token Importance's weights with the signature of the conditioning its text encodes to."""
+    context = conditioning[0][0]
+    _check_rows(weights, context)
+    return PromptWeights(labels=weights.labels, weights=weights.weights, real=weights.real, encoder=weights.encoder,
+                         prompt=weights.prompt, signature=signature(context))
+
+
+def encode_like_clip_text_encode(clip, text: str) -> list:
+    """The CONDITIONING CLIP Text Encode makes of `text` (older CLIPs: without scheduled hooks)."""
+    tokens = clip.tokenize(text)
+    if hasattr(clip, "encode_from_tokens_scheduled"):
+        return clip.encode_from_tokens_scheduled(tokens)
+    cond, pooled = clip.encode_from_tokens(tokens, return_pooled=True)
+    return [[cond, {"pooled_output": pooled}]]
+
+
+def _check_rows(weights: TokenWeights, context: torch.Tensor) -> None:
+    if context.shape[1] != len(weights):
+        raise ValueError(
+            f"The {weights.encoder} encoder gave {context.shape[1]} rows where its tokenizer laid out "
+            f"{len(weights)}; this text encoder is not supported for token weights")
 
 
 def fits(weights: TokenWeights, context: torch.Tensor) -> bool:
@@ -60,16 +116,25 @@ def fits(weights: TokenWeights, context: torch.Tensor) -> bool:
     if n > rows:
         return False
     digest = getattr(weights, "fingerprint", "")
-    if not digest:
-        return n == rows            # Token Importance's weights: only the row count can be checked
-    return fingerprint(context, n) == digest
+    if digest:
+        return fingerprint(context, n) == digest
+    signed = getattr(weights, "signature", b"")
+    if signed:
+        return _same_rows(signed, context)
+    return n == rows            # weights that know no identity (made outside the nodes): only the row count
 
 
 def mismatch_message(label: str, weights: TokenWeights, context: torch.Tensor) -> str:
-    if len(weights) > context.shape[1] or not getattr(weights, "fingerprint", ""):
+    identified = getattr(weights, "fingerprint", "") or getattr(weights, "signature", b"")
+    if len(weights) > context.shape[1] or not identified:
         return (f"{label}: the token weights have {len(weights)} rows ({weights.encoder} encoding of their "
                 f"prompt) but the positive conditioning has {context.shape[1]}. Build the weights from the same "
                 "CLIP and the same prompt text that encode the positive conditioning."
+                + rows_mismatch_note(weights.encoder, len(weights), context.shape[1]))
+    if not getattr(weights, "fingerprint", ""):
+        return (f"{label}: the token weights were made for another prompt than the positive conditioning they "
+                f"meet (their prompt: {weights.prompt[:80]!r}). Give Token Importance the same CLIP and exactly "
+                "the text that CLIP Text Encode encodes for the positive prompt."
                 + rows_mismatch_note(weights.encoder, len(weights), context.shape[1]))
     return (f"{label}: the token weights were made for another conditioning than the positive prompt they meet "
             f"(their prompt: {weights.prompt[:80]!r}). Connect them with the CONDITIONING of the same "

@@ -92,11 +92,8 @@ class TokenBias(Intervention):
                 continue
             if not fits(weights, context):
                 raise ValueError(mismatch_message(self.label, weights, context))
-            if weights.encoder != self.encoder:
-                raise ValueError(
-                    f"{self.label}: the token weights come from a '{weights.encoder}' text encoder, but this model "
-                    f"is conditioned by '{self.encoder}'. Encode the prompt with the CLIP that goes with this model.")
-            by_uuid[cond.get("uuid")] = padded(self.bias_for(weights), context.shape[1], 0.0)
+            self._check_encoder(weights)
+            by_uuid[cond.get("uuid")] = self._bias_of_rows(weights, context, run)
         if self.weights is not None and not connected_fit:
             context = next((c["cross_attn"] for c in positive if c.get("cross_attn") is not None), None)
             if context is not None:
@@ -114,6 +111,23 @@ class TokenBias(Intervention):
             run.warn_once(f"{self.label}-neutral", f"{self.label}: every token weight of the positive prompt is 1: "
                           "nothing is reweighted")
         run.cache[self._by_uuid_key] = by_uuid
+
+    def _check_encoder(self, weights) -> None:
+        if weights.encoder != self.encoder:
+            raise ValueError(
+                f"{self.label}: the token weights come from a '{weights.encoder}' text encoder, but this model "
+                f"is conditioned by '{self.encoder}'. Encode the prompt with the CLIP that goes with this model.")
+
+    def _bias_of_rows(self, weights, context, run) -> tuple:
+        """The bias of every row of one cond: its weights' rows; rows a ConditioningConcat appended keep 0."""
+        bias, rows = tuple(self.bias_for(weights)), context.shape[1]
+        if len(bias) < rows:
+            run.warn_once(f"{self.label}-appended-{len(bias)}", (
+                f"{self.label}: rows {len(bias)} to {rows - 1} of a positive prompt were appended after the rows its "
+                "weights were made for (ConditioningConcat keeps only the first prompt's weights): left "
+                "unweighted. To weight words of both parts, write them in one TokenFocus Prompt, or use "
+                "ConditioningCombine"))
+        return padded(tuple(bias), rows, 0.0)
 
     def prepare_step(self, plan, device) -> None:
         """The bias tensor of each sample of this model call (None: unweighted), built outside the model."""

@@ -20,6 +20,8 @@ from ..core.rotation import align_residual
 from ..core.spacing import choose_k, decompose, masked_mean, on_real_rows, real_rows_mask, space_tokens
 from .adapters import TextView
 from .interventions import Intervention
+from .prompt_weights import fits, mismatch_message
+from .state import UNCOND_THIS_STEP
 
 
 def _reuse_or_compute(ctx, owner, view, compute):
@@ -57,13 +59,21 @@ class _TextEdit(Intervention):
     # The positive prompt's real rows from Token Importance, for models whose padding ComfyUI does not
     # mark (SD3, Flux); empty = rely on the adapter.
     positive_real: tuple = ()
+    # The token weights they come from, to check before the first step that they belong to the prompt.
+    positive_weights: object = None
 
     def check_prompt(self, positive_rows: int) -> None:
-        if self.positive_real and positive_rows != len(self.positive_real):
+        if self.positive_real and self.positive_weights is None and positive_rows != len(self.positive_real):
             raise ValueError(
                 f"{self.label}: the token weights describe {len(self.positive_real)} rows but the positive "
                 f"conditioning has {positive_rows}; build them from the same CLIP and prompt."
             )
+
+    def start_run(self, positive: list, run, latent_shape: tuple = ()) -> None:
+        """Weights that belong to none of the positive prompts are an error here, before the first step."""
+        contexts = [c["cross_attn"] for c in positive if c.get("cross_attn") is not None]
+        if self.positive_weights is not None and contexts and not any(fits(self.positive_weights, c) for c in contexts):
+            raise ValueError(mismatch_message(self.label, self.positive_weights, contexts[0]))
 
     def edit_block_inputs(self, args, ctx):
         view = ctx.adapter.text_view(ctx.block, args, ctx)
@@ -129,6 +139,10 @@ class ResidualAlignment(_TextEdit):
     def reference_prompt(self):
         return self.negative
 
+    @property
+    def needs_uncond_text(self) -> bool:
+        return True
+
     def edit_tokens(self, view, ctx):
         tokens = view.tokens
         real = real_rows_mask(tokens, view.real)
@@ -171,10 +185,10 @@ class ResidualAlignment(_TextEdit):
             latest[ctx.block] = partner     # for a cond pass that runs in a batch of its own
             return partner
         if latest.get(ctx.block) is not None:
-            if self.negative is not None:
-                return latest[ctx.block]        # from the pass on the node's own negative prompt
+            if ctx.plan.scratch.get(UNCOND_THIS_STEP):
+                return latest[ctx.block]        # from an uncond batch or reference pass of this same step
             ctx.plan.warn_once(f"{self.label}-split", (
-                f"{self.label}: cond and uncond ran in separate batches; aligning to the uncond text of the "
+                f"{self.label}: cond ran before uncond in separate batches; aligning to the uncond text of the "
                 "latest uncond pass at the same block (exact for Wan, one step old elsewhere)"))
             return latest[ctx.block]
         ctx.plan.note_reason(self.label, (

@@ -7,6 +7,7 @@ checkpoint), as in test_tokens.py. The Wan CLIP is 64 wide, as the tiny WanModel
 conditioning drives a tiny Wan sampled on the CPU.
 """
 import dataclasses
+import logging
 import math
 import types
 from pathlib import Path
@@ -193,7 +194,7 @@ def counting(patcher):
 
 
 def text_key_biases(model, patcher, positive, negative):
-    """Every distinct per-sample key bias the text cross-attention received (from the folded k)."""
+    """Every distinct per-sample key bias the text cross-attention received (from the folded k), whole rows."""
     seen = set()
     previous = patcher.model_options.get("transformer_options", {}).get("optimized_attention_override")
     recording = patcher.clone()
@@ -205,7 +206,7 @@ def text_key_biases(model, patcher, positive, negative):
         if k.shape[-1] // heads == head_dim + 8:      # a call with the key bias folded in
             bias = k.view(k.shape[0], k.shape[1], heads, head_dim + 8)[:, :, 0, head_dim] / (head_dim + 8) ** 0.5
             for row in bias:
-                seen.add(tuple(round(float(x), 4) for x in row[:16]))
+                seen.add(tuple(round(float(x), 4) for x in row))
         return func(*args, **kwargs) if previous is None else previous(func, *args, **kwargs)
 
     recording.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = override
@@ -219,10 +220,88 @@ def test_combined_prompts_keep_their_own_weights(comfy, tiny, dare, wan_prompts)
     recording, seen = text_key_biases(model, model.patcher, combined, p.negative)
     patched = dare[0].execute(recording, None).args[0]
     sample(model, patched, combined, p.negative)
-    expected = set()
-    for weights in (p.weighted[1], p.other[1]):
-        expected.add(tuple(round(math.log(max(w, math.exp(-20))), 4) for w in weights.weights[:16]))
+    expected = {log_bias(p.weighted[1].weights), log_bias(p.other[1].weights)}
     assert expected <= seen, (expected, seen)
+
+
+def log_bias(weights):
+    return tuple(round(math.log(max(w, math.exp(-20))), 4) for w in weights)
+
+
+def test_concatenated_prompts_keep_the_first_prompts_weights_and_say_the_rest_are_unweighted(
+        comfy, tiny, dare, wan_prompts, caplog):
+    """ConditioningConcat keeps only the first prompt's dict: its weights stay on the leading rows, the
+    appended rows are left unweighted, and the log says so (the ComfyUI node, on the tiny Wan)."""
+    model = tiny("wan21_t2v")
+    p = wan_prompts
+    concat = comfy.nodes.ConditioningConcat().concat(p.weighted[0], p.other[0])[0]
+    assert concat[0][0].shape[1] == 2 * len(p.weighted[1])
+    recording, seen = text_key_biases(model, model.patcher, concat, p.negative)
+    patched = dare[0].execute(recording, None).args[0]
+    with caplog.at_level(logging.WARNING):
+        out = sample(model, patched, concat, p.negative)
+    assert log_bias(p.weighted[1].weights) + (0.0,) * len(p.other[1]) in seen, seen
+    assert "ConditioningConcat keeps only the first prompt's weights" in caplog.text
+    # The same through the weights connected to the node.
+    connected = dare[0].execute(model.patcher, p.weighted[1]).args[0]
+    assert torch.equal(sample(model, connected, concat, p.negative), out)
+
+
+def test_conditioning_nodes_users_chain_keep_each_prompts_weights(comfy, tiny, dare, wan_prompts):
+    """SetArea, SetMask and SetTimestepRange keep the rows and the dict: the weights stay on the prompt; a
+    zeroed-out prompt as the negative is left alone, and as the positive its weights no longer fit (error)."""
+    model = tiny("wan21_t2v")
+    p = wan_prompts
+    nodes = comfy.nodes
+    mask = torch.zeros(1, 64, 64)
+    mask[:, :, :32] = 1.0
+    chained = {
+        "area": nodes.ConditioningSetArea().append(p.weighted[0], 32, 64, 0, 0, 1.0)[0],
+        "mask": nodes.ConditioningSetMask().append(p.weighted[0], mask, "default", 1.0)[0],
+        "range": nodes.ConditioningSetTimestepRange().set_range(p.weighted[0], 0.0, 0.5)[0],
+    }
+    for name, positive in chained.items():
+        # The whole prompt where the node keeps only part of it: the other prompt covers the rest.
+        positive = nodes.ConditioningCombine().combine(positive, p.other[0])[0]
+        recording, seen = text_key_biases(model, model.patcher, positive, p.negative)
+        sample(model, dare[0].execute(recording, None).args[0], positive, p.negative)
+        assert log_bias(p.weighted[1].weights) in seen, name
+    zeroed = nodes.ConditioningZeroOut().zero_out(p.weighted[0])[0]
+    unconnected = dare[0].execute(model.patcher, None).args[0]
+    base = sample(model, model.patcher, p.other[0], zeroed)
+    assert not torch.equal(sample(model, unconnected, p.other[0], zeroed), base)
+    with pytest.raises(ValueError, match="made for another conditioning"):
+        sample(model, counting(unconnected), zeroed, p.negative)
+
+
+def test_token_importance_weights_must_belong_to_the_prompt_they_meet(comfy, clips, tiny, dare, wan_prompts):
+    """Token Importance's weights next to CLIP Text Encode of the same text work (also in another precision);
+    with another prompt of the same length they are an error before the first step, in every node."""
+    from tokenfocus.nodes.dare import TokenImportanceNode
+    from tokenfocus.nodes.tora import ResidualAlignmentNode, TokenSpacingNode
+
+    model = tiny("wan21_t2v")
+    clip, p = clips("wan"), wan_prompts
+    text = "a red kite over snowy mountains"
+    positive = clip_text_encode(comfy, clip, text)
+    other = clip_text_encode(comfy, clip, "a blue boat on a calm lake")       # the same 512 rows
+    weights = TokenImportanceNode.execute(clip, text, "kite:3", False).args[0]
+    reweight = dare[0].execute(model.patcher, weights).args[0]
+    base = sample(model, model.patcher, positive, p.negative)
+    weighted = sample(model, reweight, positive, p.negative)
+    assert not torch.equal(weighted, base)
+    rounded = [[positive[0][0].to(torch.bfloat16).float(), positive[0][1]]]     # encoded in lower precision
+    assert not torch.equal(sample(model, reweight, rounded, p.negative), base)
+    tora = dict(k_mode="fixed", fixed_k=2, blocks="all", start_percent=0.0, end_percent=1.0, token_weights=weights)
+    patched = {
+        "Token Reweighting": reweight,
+        "Importance Guidance": dare[1].execute(model.patcher, weights, scale=1.0, start_percent=0.0, end_percent=1.0).args[0],
+        "Token Spacing": TokenSpacingNode.execute(model.patcher, sigma=1.3, **tora).args[0],
+        "Residual Alignment": ResidualAlignmentNode.execute(model.patcher, strength=1.0, **tora).args[0],
+    }
+    for label, patcher in patched.items():
+        with pytest.raises(ValueError, match=f"{label}: the token weights were made for another prompt"):
+            sample(model, counting(patcher), other, p.negative)
 
 
 def test_importance_guidance_from_the_conditioning(tiny, dare, wan_prompts):

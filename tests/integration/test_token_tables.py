@@ -20,12 +20,17 @@ def folder(comfy, tmp_path):
 
 @pytest.fixture(scope="module")
 def clip(comfy):
+    """A whole, tiny Flux CLIP: Token Importance tokenizes the prompt and encodes it once."""
+    import types
+
     import comfy.sd
     import comfy.text_encoders.flux as flux
 
-    clip = comfy.sd.CLIP(no_init=True)          # tokenize() is all Token Importance needs of it
-    clip.tokenizer, clip.tokenizer_options = flux.FluxTokenizer(), {}
-    return clip
+    tiny = {"clip_l_model_config": {"num_hidden_layers": 3, "hidden_size": 8, "intermediate_size": 8,
+                                    "num_attention_heads": 1, "projection_dim": 8},
+            "t5xxl_model_config": {"num_layers": 1, "d_ff": 8, "num_heads": 1, "d_kv": 8, "d_model": 8}}
+    target = types.SimpleNamespace(params={}, clip=flux.flux_clip(), tokenizer=flux.FluxTokenizer)
+    return comfy.sd.CLIP(target=target, model_options=tiny)
 
 
 @pytest.fixture(scope="module")

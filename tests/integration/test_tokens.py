@@ -84,6 +84,17 @@ def wan_clip(text_encoders):
     return make_clip(tokenizer, te.te()(model_options=TINY_OPTIONS))
 
 
+@pytest.fixture(scope="module")
+def encoding_wan_clip(text_encoders):
+    """A whole comfy.sd.CLIP, for the node: Token Importance encodes its text as CLIP Text Encode does."""
+    import comfy.sd
+
+    spiece = Path(text_encoders.root) / "comfy" / "text_encoders" / "t5_pile_tokenizer" / "tokenizer.model"
+    te = text_encoders.wan
+    target = types.SimpleNamespace(params={}, clip=te.te(), tokenizer=te.WanT5Tokenizer)
+    return comfy.sd.CLIP(target=target, tokenizer_data={"spiece_model": spiece.read_bytes()}, model_options=TINY_OPTIONS)
+
+
 def labels_of(tw, rows):
     return [tw.labels[i] for i in rows]
 
@@ -350,8 +361,10 @@ def test_hunyuan_video_layout_with_stand_in_tokenizer(text_encoders):
     assert context_layout(clip, text).segments[0].style == "byte_bpe"
 
 
-def test_token_importance_node_weights_the_named_words_and_shows_them(wan_clip):
+def test_token_importance_node_weights_the_named_words_and_shows_them(encoding_wan_clip):
     from tokenfocus.nodes.dare import TokenImportanceNode
+
+    wan_clip = encoding_wan_clip
 
     weights, table = TokenImportanceNode.execute(wan_clip, "a sunflower in a vase", "sunflower:2", False).args
     assert len(weights) == 512

@@ -298,3 +298,140 @@ def test_a_foreign_post_block_patch_still_runs(tiny, nodes, family):
     out = sample_with(model, patched)
     assert seen and torch.isfinite(out).all()
     assert not torch.equal(out, sample_with(model, foreign))
+
+
+def _cond_calls(pairs):
+    """Per recorded call of block 0: (sigma, chunks, text after TokenFocus) of the calls with a cond sample."""
+    return [(sigma, chunks, after) for _, sigma, chunks, _, after in pairs if 0 in chunks]
+
+
+def short_of_memory(monkeypatch):
+    """Mock: so little free memory when ComfyUI batches conds that each runs alone (no such shortage can be
+    made here). The sampler asks its model patcher (newer ComfyUI) or model_management (older) for it."""
+    import types
+
+    import comfy.model_patcher
+    import comfy.samplers
+
+    if hasattr(comfy.model_patcher.ModelPatcher, "get_free_memory"):
+        monkeypatch.setattr(comfy.model_patcher.ModelPatcher, "get_free_memory", lambda self, device: 0)
+    else:
+        memory = comfy.samplers.model_management
+        monkeypatch.setattr(comfy.samplers, "model_management",
+                            types.SimpleNamespace(**{**vars(memory), "get_free_memory": lambda *args, **kwargs: 0}))
+
+
+@pytest.mark.parametrize("batches", ["batched", "split, uncond first", "split, cond first"])
+def test_alignment_at_cfg_above_1_uses_the_runs_uncond_from_the_first_step(comfy, tiny, nodes, monkeypatch, caplog,
+                                                                          batches):
+    """At CFG > 1 the sampler's own uncond is the reference from the first step, however ComfyUI batches
+    cond and uncond, and the node's negative input is left unused (no extra pass). ComfyUI runs them apart
+    when memory is short (the uncond first) or when they cannot share a batch (prompts of very different
+    lengths: the cond first, so the first step needs the run's negative ahead of it)."""
+    model = tiny("wan21_t2v")
+    negative = model.negative
+    if batches == "split, uncond first":
+        short_of_memory(monkeypatch)
+    elif batches == "split, cond first":
+        context, extras = model.negative[0]
+        negative = [[context[:, :100], extras]]      # 100 and 512 rows: ComfyUI cannot batch them together
+    recorder = BlockInputRecorder([("double_block", 0)])
+    patched, _ = alignment(nodes, recorder.before(model.patcher))
+    with caplog.at_level(logging.INFO, logger="TokenFocus"):
+        out = sample_with(model, recorder.after(patched), negative=negative, cfg=4.0)
+    # Each step's cond aligns to that step's uncond text (Wan reuses its one edit of the run): no warning.
+    assert "cond ran before uncond" not in caplog.text, caplog.text
+    pairs = recorder.pairs()
+    lone_uncond = [chunks for _, _, chunks, _, _ in pairs if chunks == (1,)]
+    if batches == "batched":
+        assert not lone_uncond and all(len(chunks) == 2 for _, _, chunks, _, _ in pairs)
+    else:
+        extra = 1 if batches == "split, cond first" else 0      # one reference pass, at the first step only
+        assert len(lone_uncond) == STEPS + extra, lone_uncond
+    cond = _cond_calls(pairs)
+    assert len(cond) == STEPS
+    first_sigma, chunks, first_after = cond[0]
+    _, _, _, first_before, _ = next(p for p in pairs if p[1] == first_sigma and 0 in p[2])
+    b = chunks.index(0) * first_after.shape[0] // len(chunks)
+    rows = slice(0, model.real_tokens)
+    assert not torch.equal(first_before[b, rows], first_after[b, rows]), "aligned from the first step"
+    # Wan's text is the same at every step: so is the rotation, when every step aligns to the run's uncond.
+    for _, later_chunks, later_after in cond[1:]:
+        lb = later_chunks.index(0) * later_after.shape[0] // len(later_chunks)
+        assert torch.allclose(later_after[lb, rows], first_after[b, rows], atol=1e-5)
+    # The node's negative input is for runs with no uncond pass: here it changes nothing.
+    context, extras = model.positive[0]
+    own_negative = [[torch.randn(context.shape, generator=torch.Generator().manual_seed(3)), extras]]
+    with_input, _ = alignment(nodes, model.patcher, negative=own_negative)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="TokenFocus"):
+        assert torch.equal(sample_with(model, with_input, negative=negative, cfg=4.0), out)
+    assert "the negative input is used only at CFG 1" in caplog.text
+
+
+def test_alignment_at_cfg_1_runs_one_negative_pass_per_step_when_prompts_run_apart(comfy, tiny, nodes, monkeypatch):
+    """CFG 1 (no uncond pass) with two positive prompts (ConditioningCombine) that a memory shortage makes
+    run apart: one reference pass per step on the negative input, and both prompts aligned at every step."""
+    model = tiny("wan21_t2v")
+    context, extras = model.positive[0]
+    second = [[torch.roll(context, 1, dims=-1), extras]]
+    positive = comfy.nodes.ConditioningCombine().combine(model.positive, second)[0]
+    short_of_memory(monkeypatch)
+    recorder = BlockInputRecorder([("double_block", 0)])
+    patched, _ = alignment(nodes, recorder.before(model.patcher), negative=model.negative)
+    sample_with(model, recorder.after(patched), positive=positive, cfg=1.0)
+    pairs = recorder.pairs()
+    assert [chunks for _, _, chunks, _, _ in pairs].count((1,)) == STEPS
+    cond = [(before, after) for _, _, chunks, before, after in pairs if chunks == (0,)]
+    rows = slice(0, model.real_tokens)
+    assert len(cond) == 2 * STEPS and all(not torch.equal(before[0, rows], after[0, rows]) for before, after in cond)
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_alignment_with_cond_run_first_on_joint_models(comfy, tiny, nodes, caplog, family):
+    """Joint models, cond and uncond in separate batches with the cond first (a negative too short to share
+    its batch): the first step's cond is aligned to one pass on the run's negative, later ones to the latest
+    uncond (one step old, said in the log); the node's negative input is not used."""
+    import math
+
+    model = tiny(family)
+    context, extras = model.negative[0]
+    rows = next(n for n in range(1, context.shape[1]) if math.lcm(n, context.shape[1]) // n > 4)
+    negative = [[context[:, :rows], extras]]        # ComfyUI cannot batch it with the positive
+    recorder = BlockInputRecorder([("double_block", 0)])
+    patched, _ = alignment(nodes, recorder.before(model.patcher))
+    with caplog.at_level(logging.INFO, logger="TokenFocus"):
+        out = sample_with(model, recorder.after(patched), negative=negative, cfg=4.0)
+    assert "cond ran before uncond" in caplog.text
+    pairs = recorder.pairs()
+    assert [chunks for _, _, chunks, _, _ in pairs][:3] == [(1,), (0,), (1,)], "the first cond has its reference"
+    assert [chunks for _, _, chunks, _, _ in pairs].count((1,)) == STEPS + 1
+    _, _, _, before, after = pairs[1]
+    assert not torch.equal(before, after), "aligned from the first step"
+    own = [[torch.randn(model.positive[0][0].shape, generator=torch.Generator().manual_seed(3)), model.positive[0][1]]]
+    with_input, _ = alignment(nodes, model.patcher, negative=own)
+    assert torch.equal(sample_with(model, with_input, negative=negative, cfg=4.0), out)
+
+
+def test_alignment_under_a_guider_of_its_own_that_runs_no_uncond_pass(comfy, tiny, nodes):
+    """A guider with a predict_noise of its own and a negative prompt is taken to run an uncond pass; where
+    its first step runs none (it samples as CFG 1), the negative input gives the reference from then on."""
+    import comfy.samplers
+
+    class OwnGuider(comfy.samplers.CFGGuider):
+        def predict_noise(self, x, timestep, model_options={}, seed=None):
+            return super().predict_noise(x, timestep, model_options, seed)
+
+    model = tiny("wan21_t2v")
+    recorder = BlockInputRecorder([("double_block", 0)])
+    patched, _ = alignment(nodes, recorder.before(model.patcher), negative=model.negative)
+    guider = OwnGuider(recorder.after(patched))
+    guider.set_conds(model.positive, model.negative)
+    guider.set_cfg(1.0)
+    latent = model.latent["samples"]
+    sigmas = comfy.samplers.calculate_sigmas(model.patcher.get_model_object("model_sampling"), "simple", STEPS)
+    noise = torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    guider.sample(noise, latent, comfy.samplers.sampler_object("euler"), sigmas, seed=0)
+    chunks = [c for _, _, c, _, _ in recorder.pairs()]
+    assert chunks.count((1,)) == chunks.count((0,)) == STEPS, "one reference pass per step, none skipped"
+    assert all(not torch.equal(before, after) for _, _, c, before, after in recorder.pairs() if c == (0,))
