@@ -77,7 +77,7 @@ def detect(model):
                    30: "Wan 2.1 1.3B or 2.2 ti2v 5B"}.get(depth, "Wan (text cross-attention)")
         alignvid = _t2v_setting(depth)
     if special:
-        variant = f"{special} ({variant})"
+        variant = f"Wan {special} ({depth} blocks{', CLIP image branch' if i2v else ''})"
     missing = "" if alignvid else (
         f"AlignVid's code publishes settings for Wan2.1-I2V-14B and the 40-block text-to-video path; this is {variant} "
         f"with {depth} blocks")
@@ -115,11 +115,11 @@ def _special_variant(model, wan) -> str:
     except ImportError:
         AnimateWanModel = None
     for cls, name in ((getattr(wan, "VaceWanModel", None), "VACE"), (getattr(wan, "CameraWanModel", None), "Fun camera"),
-                      (getattr(wan, "HumoWanModel", None), "HuMo"), (AnimateWanModel, "Wan 2.2 Animate"),
-                      (getattr(wan, "WanModel_S2V", None), "Wan 2.2 S2V")):
+                      (getattr(wan, "HumoWanModel", None), "HuMo"), (AnimateWanModel, "2.2 Animate"),
+                      (getattr(wan, "WanModel_S2V", None), "2.2 S2V")):
         if cls is not None and isinstance(model, cls):
             return name
-    return "Fun (reference image)" if getattr(model, "ref_conv", None) is not None else ""
+    return "Fun with a reference image" if getattr(model, "ref_conv", None) is not None else ""
 
 
 FAMILY = Family(

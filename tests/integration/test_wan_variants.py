@@ -250,6 +250,60 @@ def test_at_cfg_1_every_node_acts_and_alignment_runs_its_negative_reference_pass
         assert torch.equal(sample_with(model, patched, cfg=1.0), out), node
 
 
+@pytest.mark.parametrize("variant", ["wan_camera", "wan_animate"])
+def test_without_clip_vision_the_text_cross_attention_is_still_the_one_acted_on(tiny, nodes, variant):
+    # WanAnimateToVideo and the camera nodes take clip_vision_output as optional: without it the image branch of
+    # each block attends to the text rows too, but it stays the image branch (its own projections); the text
+    # cross-attention is the call after it.
+    model = tiny(variant)
+
+    def without_clip(cond):
+        return [[cond[0][0], {k: v for k, v in cond[0][1].items() if k != "clip_vision_output"}]]
+
+    model = dataclasses.replace(model, positive=without_clip(model.positive), negative=without_clip(model.negative))
+    base = sample_with(model, model.patcher)
+    for node in NODES:
+        neutral, _ = apply(nodes, node, model, model.patcher, neutral=True)
+        assert torch.equal(sample_with(model, neutral), base), node
+        patched, handle = apply(nodes, node, model, model.patcher)
+        out = sample_with(model, patched)
+        assert torch.equal(out, base) if node == "inspector" else not torch.equal(out, base), node
+    records = handle.snapshot().records
+    assert {r.keys for r in records} == {model.text_len} and len(records) == model.double_blocks * STEPS
+    assert not handle.snapshot().notes, "one text cross-attention per block and step, nothing left unrecorded"
+    log = CallLog(model.double_blocks)
+    patched, _ = apply(nodes, "reweighting", model, log.before(model.patcher))
+    sample_with(model, log.after(patched))
+    biased = {o.index for o, i in log.pairs() if i.q.shape[-1] > o.q.shape[-1]}
+    assert biased == {text_call(model)}
+
+
+NAMES = {"wan_vace": "Wan VACE", "wan_camera": "Wan Fun camera", "wan_humo": "Wan HuMo", "wan_animate": "Wan 2.2 Animate",
+         "wan_fun_control": "Wan Fun with a reference image", "wan_s2v": "Wan 2.2 S2V"}
+
+
+@pytest.mark.parametrize("variant", list(NAMES))
+def test_a_preset_made_for_another_model_is_refused_naming_the_variant(tiny, nodes, variant):
+    from tokenfocus.core.presets import OFFICIAL, WAN22_HIGH_NOISE
+
+    model = tiny(variant)
+    for preset in (OFFICIAL, WAN22_HIGH_NOISE):
+        with pytest.raises(ValueError, match=f"this (model )?is {NAMES[variant]} "):
+            apply(nodes, "temperature", model, model.patcher, preset=preset)
+
+
+def test_the_high_noise_expert_preset_is_for_the_classes_that_come_as_a14b_experts(tiny, nodes):
+    from tokenfocus.core.presets import WAN22_HIGH_NOISE
+
+    vace = tiny("wan_vace", layers=40)          # Wan 2.2 VACE Fun A14B: two experts
+    _, report = nodes["temperature"].execute(vace.patcher, gamma=GAMMA, blocks="all", start_percent=0.0, end_percent=1.0,
+                                             preset=WAN22_HIGH_NOISE).args
+    assert "sigma > 0.875" in report
+    humo = tiny("wan_humo", layers=40)          # HuMo 17B: one model, no hand-over
+    with pytest.raises(ValueError, match="is for Wan 2.2 A14B .*this model is Wan HuMo \\(40 blocks\\)"):
+        apply(nodes, "temperature", humo, humo.patcher, preset=WAN22_HIGH_NOISE)
+
+
 # Where each variant puts tokens of its own next to the video's frame grid (2 latent frames of 4 x 4 patches).
 EXTRA_TOKENS = {"wan_humo": ("after", 16), "wan_s2v": ("after", 16), "wan_fun_control": ("before", 16)}
 

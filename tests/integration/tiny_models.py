@@ -269,14 +269,14 @@ def wan22_ti2v_5b(seed=0):
 # that are not the prompt's text cross-attention. Conditioning keys as their ComfyUI nodes set them.
 
 
-def wan_vace(seed=0):
+def wan_vace(seed=0, layers=4):
     # VaceWanModel: VACE blocks after some main blocks, each with its own self- and text cross-attention, called
     # outside the main blocks' hooks. vace_in_dim 96 = 32 control-video latent channels + 64 mask channels.
     def conds(gen, frames, h, w):
         return {"vace_frames": [_randn(gen, 1, 32, frames, h, w)], "vace_mask": [torch.ones(1, 64, frames, h, w)],
                 "vace_strength": [1.0]}
 
-    config = {**_wan_config("vace", 16, 16, layers=4), "vace_layers": 2, "vace_in_dim": 96}
+    config = {**_wan_config("vace", 16, 16, layers=layers), "vace_layers": 2, "vace_in_dim": 96}
     return _wan("wan_vace", "WAN21_Vace", config, 16, seed, conds=conds)
 
 
@@ -289,13 +289,13 @@ def wan_camera(seed=0):
     return _wan("wan_camera", "WAN21_Camera", _wan_config("camera", 32, 16), 16, seed, i2v=True, conds=conds)
 
 
-def wan_humo(seed=0):
+def wan_humo(seed=0, layers=3):
     # HumoWanModel (1.7B layout, in_dim 16): each block adds an audio cross-attention after the text one; a
     # reference image's latent frame is appended after the video's tokens.
     def conds(gen, frames, h, w):
         return {"audio_embed": _randn(gen, 1, frames, 8, 5, 1280), "reference_latents": [_randn(gen, 1, 16, 1, h, w)]}
 
-    return _wan("wan_humo", "WAN21_HuMo", _wan_config("humo", 16, 16), 16, seed, conds=conds)
+    return _wan("wan_humo", "WAN21_HuMo", _wan_config("humo", 16, 16, layers=layers), 16, seed, conds=conds)
 
 
 def wan_animate(seed=0, face_video=False):
