@@ -1,6 +1,6 @@
 """Every TokenFocus node on the Wan 2.2 variants, each a tiny random-weight instance of ComfyUI's own class with
-the conditioning its ComfyUI nodes add: VACE (VaceWanModel), Fun camera (CameraWanModel), HuMo (HumoWanModel),
-Animate (AnimateWanModel), Fun control with a reference image (ref_conv), S2V (WanModel_S2V, where its blocks get
+the conditioning its ComfyUI nodes add: VACE (VaceWanModel), Fun camera (CameraWanModel: Wan 2.1's i2v layout and
+Wan 2.2's t2v one), HuMo (HumoWanModel), Animate (AnimateWanModel), Fun control with a reference image (ref_conv), S2V (WanModel_S2V, where its blocks get
 transformer_options), the ti2v 5B model and (for the basic guarantees) one i2v A14B expert; the A14B two-expert
 graph is in test_wan22_experts.py.
 
@@ -18,9 +18,9 @@ import tiny_models as tm
 from foreign_packs import CountingKernel, kjnodes_style_sage
 from recorders import AttentionRecorder, BlockInputRecorder, Call, scaled_by
 
-STEPS = 3
+STEPS = 2
 GAMMA = 1.35
-VARIANTS = ["wan_vace", "wan_camera", "wan_humo", "wan_animate", "wan_fun_control", "wan_s2v", "wan22_ti2v_5b"]
+VARIANTS = ["wan_vace", "wan_camera", "wan22_camera", "wan_humo", "wan_animate", "wan_fun_control", "wan_s2v", "wan22_ti2v_5b"]
 WEIGHTED_ROWS = (1, 3)
 
 
@@ -184,7 +184,7 @@ def test_temperature_scales_the_text_cross_attention_and_no_other_call(tiny, nod
     pairs = log.pairs()
     extra = [o for o, _ in pairs if o.block is None or o.index not in (0, text_call(model))]
     # VACE blocks, HuMo's audio call, the CLIP image call; S2V's audio injectors pass no transformer_options.
-    assert bool(extra) == (variant not in ("wan_s2v", "wan22_ti2v_5b")), "the variant's extra calls ran"
+    assert bool(extra) == (variant not in ("wan_s2v", "wan22_ti2v_5b", "wan22_camera")), "the variant's extra calls ran"
     scaled = others = 0
     for outer, inner in pairs:
         if outer.block is not None and outer.index == text_call(model):
@@ -212,12 +212,13 @@ def test_reweighting_biases_the_prompt_keys_of_the_text_call_only(tiny, nodes, v
     assert biased
 
 
+@pytest.mark.parametrize("node", ["spacing", "alignment"])
 @pytest.mark.parametrize("variant", VARIANTS)
-def test_token_spacing_edits_the_prompt_rows_only(tiny, nodes, variant):
+def test_token_spacing_and_alignment_edit_the_prompt_rows_only(tiny, nodes, variant, node):
     model = tiny(variant)
     blocks = [("double_block", i) for i in range(model.double_blocks)]
     recorder = BlockInputRecorder(blocks)
-    patched, _ = apply(nodes, "spacing", model, recorder.before(model.patcher))
+    patched, _ = apply(nodes, node, model, recorder.before(model.patcher))
     sample_with(model, recorder.after(patched))
     clip = tm.CLIP_VISION_TOKENS if has_clip_rows(model) else 0
     checked = 0
@@ -231,8 +232,11 @@ def test_token_spacing_edits_the_prompt_rows_only(tiny, nodes, variant):
             pad = torch.ones(model.text_len, dtype=torch.bool)
             pad[rows] = False
             assert torch.equal(text_before[pad], text_after[pad]), "padding rows untouched"
-            assert not torch.equal(text_before[rows], text_after[rows])
-            checked += 1
+            if node == "alignment" and uncond:      # the negative prompt is what the positive is aligned to
+                assert torch.equal(text_before, text_after)
+            else:
+                assert not torch.equal(text_before[rows], text_after[rows])
+                checked += 1
     assert checked
 
 
@@ -278,7 +282,7 @@ def test_without_clip_vision_the_text_cross_attention_is_still_the_one_acted_on(
     assert biased == {text_call(model)}
 
 
-NAMES = {"wan_vace": "Wan VACE", "wan_camera": "Wan Fun camera", "wan_humo": "Wan HuMo", "wan_animate": "Wan 2.2 Animate",
+NAMES = {"wan_vace": "Wan VACE", "wan_camera": "Wan Fun camera", "wan22_camera": "Wan Fun camera", "wan_humo": "Wan HuMo", "wan_animate": "Wan 2.2 Animate",
          "wan_fun_control": "Wan Fun with a reference image", "wan_s2v": "Wan 2.2 S2V"}
 
 

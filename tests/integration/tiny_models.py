@@ -289,6 +289,15 @@ def wan_camera(seed=0):
     return _wan("wan_camera", "WAN21_Camera", _wan_config("camera", 32, 16), 16, seed, i2v=True, conds=conds)
 
 
+def wan22_camera(seed=0):
+    # Wan 2.2 Fun camera (A14B experts): CameraWanModel with the t2v block layout (no CLIP branch), in_dim 36.
+    def conds(gen, frames, h, w):
+        return {"camera_conditions": _randn(gen, 1, 24, frames, h * 8, w * 8),
+                "concat_latent_image": _randn(gen, 1, 16, frames, h, w)}    # + 4 mask channels
+
+    return _wan("wan22_camera", "WAN22_Camera", _wan_config("camera_2.2", 36, 16), 16, seed, conds=conds)
+
+
 def wan_humo(seed=0, layers=3):
     # HumoWanModel (1.7B layout, in_dim 16): each block adds an audio cross-attention after the text one; a
     # reference image's latent frame is appended after the video's tokens.
@@ -644,7 +653,7 @@ def lumina2(seed=0):
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
                                     wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, z_image,
                                     lumina2, flux2, hunyuan_video_15, hunyuan_image_21, ltxv, wan_vace, wan_camera,
-                                    wan_humo, wan_animate, wan_fun_control, wan_s2v)}
+                                    wan22_camera, wan_humo, wan_animate, wan_fun_control, wan_s2v)}
 
 
 def build(family, seed=0, **depth):
