@@ -161,8 +161,10 @@ class WanAdapter(Adapter):
         if not self.i2v_cross_attention:
             return CROSS_TEXT if call_index == 1 else None
         if call_index == 1:
-            # Without CLIP features the "image" branch attends to the text context too.
-            return CROSS_IMAGE if ctx.plan.inputs.image_tokens else CROSS_TEXT
+            # The image branch, with its own key/value projections; without CLIP features (Animate and the camera
+            # models take them as optional) it attends to the text rows, but the block's text cross-attention is
+            # still the next call.
+            return CROSS_IMAGE
         return CROSS_TEXT if call_index == 2 else None
 
     def text_view(self, block, args, ctx):

@@ -65,3 +65,31 @@ def test_a_node_on_each_expert_acts_where_each_experts_steps_fall(experts):
     neutral_high = temperature(high.patcher, "custom", start_percent=0.6, end_percent=1.0)[0]
     assert torch.equal(two_expert_sample(high, low, neutral_high, None), base), \
         "a step range the high-noise expert never reaches leaves it bit-identical"
+
+
+@pytest.fixture(scope="module")
+def shallow_experts(comfy):
+    # The two-expert graph with 3-block experts: what the nodes do across the hand-over does not depend on the
+    # depth (only the presets above do), and 40-block experts cost seconds per graph on a CPU.
+    return tm.build("wan21_t2v", seed=0), tm.build("wan21_t2v", seed=1)
+
+
+@pytest.mark.parametrize("node", ["spacing", "alignment", "reweighting", "guidance", "inspector"])
+def test_every_node_on_both_experts_acts_and_its_neutral_settings_are_bit_identical(shallow_experts, node):
+    from test_wan_variants import apply, node_classes
+
+    nodes = node_classes()
+    experts = high, low = shallow_experts
+    base = two_expert_sample(high, low)
+    neutral = [apply(nodes, node, m, m.patcher, neutral=True)[0] for m in experts]
+    assert torch.equal(two_expert_sample(high, low, *neutral), base), "neutral settings on both experts"
+    (high_patched, high_handle), (low_patched, low_handle) = [apply(nodes, node, m, m.patcher) for m in experts]
+    out = two_expert_sample(high, low, high_patched, low_patched)
+    if node == "inspector":
+        assert torch.equal(out, base), "the Inspector changes nothing"
+        assert high_handle.snapshot().records and low_handle.snapshot().records, "each expert's steps are recorded"
+    else:
+        assert not torch.equal(out, base)
+        assert not torch.equal(two_expert_sample(high, low, high_patched, None), out), "the low-noise expert's node acts"
+    assert torch.equal(two_expert_sample(high, low, high_patched, low_patched), out), "the same graph twice"
+    assert torch.equal(two_expert_sample(high, low), base), "the input experts are untouched"

@@ -194,7 +194,8 @@ def _cond(context, **extras):
 # families
 
 
-def _wan(family, class_name, unet_config, channels, seed, i2v=False):
+def _wan(family, class_name, unet_config, channels, seed, i2v=False, conds=None):
+    """conds(gen, frames, h, w): the variant's own conditioning keys (what its ComfyUI nodes add to both prompts)."""
     gen = _generator(seed + 1)
     text_len = 512  # UMT5 context is zero-padded to 512 rows (min_length=512 in comfy/text_encoders/wan.py)
     frames, h, w = 2, 8, 8
@@ -215,6 +216,8 @@ def _wan(family, class_name, unet_config, channels, seed, i2v=False):
         }
         txt_layout = (Segment("clip_image", 0, CLIP_VISION_TOKENS, CLIP_VISION_TOKENS),
                       Segment("text", CLIP_VISION_TOKENS, CLIP_VISION_TOKENS + text_len, PROMPT_TOKENS))
+    if conds is not None:
+        extra.update(conds(gen, frames, h, w))
     patcher, model_config = _build_patcher(class_name, unet_config, seed)
     return TinyModel(
         family=family, patcher=patcher, positive=_cond(pos, **extra), negative=_cond(neg, **extra),
@@ -264,6 +267,93 @@ def wan22_i2v_a14b_expert(seed=0):
 def wan22_ti2v_5b(seed=0):
     # The 5B TI2V model is t2v-shaped with the 48-channel Wan 2.2 VAE latent (supported_models.WAN22_T2V).
     return _wan("wan22_ti2v_5b", "WAN22_T2V", _wan_config("t2v", 48, 48), 48, seed)
+
+
+# Wan 2.2 variants on their own model classes (comfy/ldm/wan): each adds attention calls or tokens of its own
+# that are not the prompt's text cross-attention. Conditioning keys as their ComfyUI nodes set them.
+
+
+def wan_vace(seed=0, layers=4):
+    # VaceWanModel: VACE blocks after some main blocks, each with its own self- and text cross-attention, called
+    # outside the main blocks' hooks. vace_in_dim 96 = 32 control-video latent channels + 64 mask channels.
+    def conds(gen, frames, h, w):
+        return {"vace_frames": [_randn(gen, 1, 32, frames, h, w)], "vace_mask": [torch.ones(1, 64, frames, h, w)],
+                "vace_strength": [1.0]}
+
+    config = {**_wan_config("vace", 16, 16, layers=layers), "vace_layers": 2, "vace_in_dim": 96}
+    return _wan("wan_vace", "WAN21_Vace", config, 16, seed, conds=conds)
+
+
+def wan_camera(seed=0):
+    # CameraWanModel (Wan 2.1 Fun camera): the i2v block layout (CLIP image rows before the text); the camera
+    # embedding (24 Plücker channels at pixel size) is added to the patches. in_dim 32 = noise + image latent.
+    def conds(gen, frames, h, w):
+        return {"camera_conditions": _randn(gen, 1, 24, frames, h * 8, w * 8)}
+
+    return _wan("wan_camera", "WAN21_Camera", _wan_config("camera", 32, 16), 16, seed, i2v=True, conds=conds)
+
+
+def wan22_camera(seed=0):
+    # Wan 2.2 Fun camera (A14B experts): CameraWanModel with the t2v block layout (no CLIP branch), in_dim 36.
+    def conds(gen, frames, h, w):
+        return {"camera_conditions": _randn(gen, 1, 24, frames, h * 8, w * 8),
+                "concat_latent_image": _randn(gen, 1, 16, frames, h, w)}    # + 4 mask channels
+
+    return _wan("wan22_camera", "WAN22_Camera", _wan_config("camera_2.2", 36, 16), 16, seed, conds=conds)
+
+
+def wan_humo(seed=0, layers=3):
+    # HumoWanModel (1.7B layout, in_dim 16): each block adds an audio cross-attention after the text one; a
+    # reference image's latent frame is appended after the video's tokens.
+    def conds(gen, frames, h, w):
+        return {"audio_embed": _randn(gen, 1, frames, 8, 5, 1280), "reference_latents": [_randn(gen, 1, 16, 1, h, w)]}
+
+    return _wan("wan_humo", "WAN21_HuMo", _wan_config("humo", 16, 16, layers=layers), 16, seed, conds=conds)
+
+
+def wan_animate(seed=0, face_video=False):
+    # AnimateWanModel: i2v blocks (CLIP image rows before the text); WanAnimateToVideo puts the reference
+    # image's latent frame first in the latent itself (no extra tokens); pose latents are added to the later
+    # frames' patches, and face adapter blocks (their own attention calls, made without transformer_options)
+    # run after every fifth block on the motion of the 512x512 face video (5 blocks: one face block).
+    # face_video=False leaves the face video out: its motion encoder costs seconds per model call on a CPU.
+    def conds(gen, frames, h, w):
+        out = {"pose_video_latent": _randn(gen, 1, 16, frames - 1, h, w)}
+        if face_video:
+            out["face_video_pixels"] = _randn(gen, 1, 3, frames - 1, 512, 512).clamp(-1, 1)
+        return out
+
+    return _wan("wan_animate", "WAN22_Animate", _wan_config("animate", 36, 16, layers=5), 16, seed, i2v=True, conds=conds)
+
+
+def wan_fun_control(seed=0):
+    # Wan Fun control (1.1, with a reference image): the i2v class at in_dim 48 (noise + 16 control-video + 16
+    # start-image channels), the reference frame's tokens in front of the video's (ref_conv).
+    def conds(gen, frames, h, w):
+        return {"concat_latent_image": _randn(gen, 1, 32, frames, h, w), "reference_latents": [_randn(gen, 1, 16, 1, h, w)]}
+
+    config = {**_wan_config("i2v", 48, 16), "in_dim_ref_conv": 16}
+    return _wan("wan_fun_control", "WAN21_FunControl2V", config, 16, seed, i2v=True, conds=conds)
+
+
+def wan_s2v(seed=0, any_host=False):
+    # WanModel_S2V: t2v blocks; audio injected by its own attention after some blocks; reference-image and
+    # control-video latents. Its blocks get transformer_options on ComfyUI 0.12, not on 0.3.64 (there TokenFocus
+    # refuses it: any_host=True builds it anyway, for that test).
+    import inspect
+
+    env = import_comfyui()
+    source = inspect.getsource(env.comfy.ldm.wan.model.WanModel_S2V.forward_orig)
+    if 'transformer_options=args["transformer_options"]' not in source and not any_host:
+        host_lacks("transformer_options in Wan 2.2 S2V's blocks")
+
+    def conds(gen, frames, h, w):
+        return {"audio_embed": _randn(gen, 1, 25, 32, frames * 4), "reference_latents": [_randn(gen, 1, 16, 1, h, w)],
+                "control_video": _randn(gen, 1, 16, frames, h, w)}
+
+    config = {**_wan_config("s2v", 16, 16), "audio_dim": 32, "num_audio_token": 4, "enable_adain": True,
+              "cond_dim": 16, "audio_inject_layers": [0, 2]}
+    return _wan("wan_s2v", "WAN22_S2V", config, 16, seed, conds=conds)
 
 
 def _mmdit(family, x_block_layers, qk_norm, seed, depth=3):
@@ -631,7 +721,8 @@ def lumina2(seed=0):
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
                                     wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, z_image,
                                     lumina2, flux2, hunyuan_video_15, hunyuan_image_21, ltxv, ltx2,
-                                    kandinsky5)}
+                                    kandinsky5, wan_vace, wan_camera, wan22_camera, wan_humo, wan_animate,
+                                    wan_fun_control, wan_s2v)}
 
 
 def build(family, seed=0, **depth):
