@@ -20,7 +20,7 @@ from tokenfocus.core.schedule import check_percents
 PATHS = wl.workflow_paths()
 IDS = [p.stem for p in PATHS]
 # Every family the issue asks for, and the AlignVid official i2v setting.
-REQUIRED_FAMILIES = {"wan_small", "wan_14b", "hunyuan_video", "sd35_large", "flux", "z_image"}
+REQUIRED_FAMILIES = {"wan_small", "wan_14b", "hunyuan_video", "sd35_large", "flux", "z_image", "qwen_image", "flux2_klein"}
 OFFICIAL = "AlignVid official code"
 
 
