@@ -50,6 +50,13 @@ def test_every_tokenfocus_node_is_in_a_workflow():
     assert node_ids and node_ids <= used, f"in no bundled workflow: {sorted(node_ids - used)}"
 
 
+def test_the_readme_quick_start_names_every_workflow():
+    readme = (wl.ROOT / "README.md").read_text(encoding="utf-8")
+    quick_start = readme.split("## Quick start per family", 1)[1].split("\n## ", 1)[0]
+    missing = [p.stem for p in PATHS if f"`{p.stem}`" not in quick_start]
+    assert not missing, f"the README's quick start does not name {missing}"
+
+
 def test_ui_format(workflow):
     assert workflow.get("version") == 0.4 and isinstance(workflow.get("extra"), dict)
     ids = [n["id"] for n in workflow["nodes"]]
