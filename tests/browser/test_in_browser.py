@@ -275,8 +275,10 @@ def test_template_browser_shows_the_workflows_under_the_pack(session):
     session.js("app.extensionManager.command.execute('Comfy.BrowseTemplates')")
     session.run(session.browser.wait_for(f"document.body.innerText.includes({json.dumps(PACK_NAME)})", 30))
     session.js(f"[...document.querySelectorAll('li, span, a, button')].find((e) => e.textContent.trim() === {json.dumps(PACK_NAME)}).click()")
+    # The grid renders a page of cards and more as it is scrolled: scroll every scrolled box to its end while waiting.
+    scroll = "document.querySelectorAll('*').forEach((e) => { if (e.scrollHeight > e.clientHeight + 10) e.scrollTop = e.scrollHeight; })"
     for name in NAMES:
-        session.run(session.browser.wait_for(f"document.body.innerText.includes({json.dumps(name)})", 30))
+        session.run(session.browser.wait_for(f"({scroll}, document.body.innerText.includes({json.dumps(name)}))", 30))
 
 
 def serves_template_files(session) -> bool:
