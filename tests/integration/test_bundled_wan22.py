@@ -26,6 +26,20 @@ def run_node(cls, **inputs):
     return getattr(cls(), cls.FUNCTION)(**inputs)
 
 
+def node_classes(comfy):
+    """The classes of the workflow's nodes, imported directly: no registry is loaded here, so none is cached
+    that later tests would see (workflow_lib.registry() loads ComfyUI's extras for the workflow checks)."""
+    import asyncio
+
+    from comfy_extras.nodes_model_advanced import ModelSamplingSD3
+    from tokenfocus.nodes.extension import TokenFocusExtension
+
+    classes = {kind: comfy.nodes.NODE_CLASS_MAPPINGS[kind] for kind in ("CLIPTextEncode", "KSamplerAdvanced")}
+    classes["ModelSamplingSD3"] = ModelSamplingSD3
+    classes.update({cls.GET_SCHEMA().node_id: cls for cls in asyncio.run(TokenFocusExtension().get_node_list())})
+    return classes
+
+
 class Graph:
     def __init__(self, comfy):
         import comfy.text_encoders.wan as wan
@@ -35,7 +49,7 @@ class Graph:
             from comfy import node_helpers
 
         self.workflow = wl.load(wl.WORKFLOW_DIR / f"{NAME}.json")
-        self.registry = wl.registry()
+        self.registry = node_classes(comfy)
         prompt = self.node("TokenFocus_Prompt")
         spiece = Path(comfy.path) / "comfy" / "text_encoders" / "t5_pile_tokenizer" / "tokenizer.model"
         clip = real_clip(wan.te(), wan.WanT5Tokenizer, {"umt5xxl_model_config": {**TINY_T5, "d_model": tm.TEXT_DIM}},
