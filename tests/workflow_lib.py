@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -96,6 +97,31 @@ def downstream(workflow: dict, node: dict, output_slot: int) -> list[dict]:
 
 def note_texts(workflow: dict) -> str:
     return "\n".join(str(v) for n in workflow["nodes"] if n["type"] in ("Note", "MarkdownNote") for v in n.get("widgets_values") or [])
+
+
+# A workflow for models only a newer ComfyUI has says so in its note, as the user reads it.
+NEEDS_COMFYUI = re.compile(r"Needs ComfyUI (\d+)\.(\d+) or later")
+
+
+def comfyui_needed(workflow: dict) -> tuple[int, int] | None:
+    """The oldest ComfyUI (major, minor) the workflow's note says it needs, or None."""
+    found = NEEDS_COMFYUI.search(note_texts(workflow))
+    return (int(found.group(1)), int(found.group(2))) if found else None
+
+
+def types_a_newer_host_has(workflow: dict, known_types, host_version: str | None) -> tuple[list[str], str]:
+    """(the workflow's node types this host lacks, why) when its note names a newer ComfyUI than this host;
+    ([], "") otherwise: then a node type this host lacks is the workflow's mistake, not the host's age."""
+    needed = comfyui_needed(workflow)
+    try:
+        host = tuple(int(part) for part in (host_version or "").split(".")[:2])
+    except ValueError:
+        host = ()
+    if needed is None or len(host) < 2 or host >= needed:
+        return [], ""
+    missing = sorted({n["type"] for n in workflow["nodes"] if n["type"] not in FRONTEND_ONLY and n["type"] not in known_types})
+    return missing, (f"node types {', '.join(missing)} (the workflow needs ComfyUI {needed[0]}.{needed[1]} or later, "
+                     f"this is {host_version})") if missing else ""
 
 
 # --------------------------------------------------------------------------------------- node definitions
