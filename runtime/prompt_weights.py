@@ -53,17 +53,6 @@ def attach(conditioning: list, weights: TokenWeights) -> tuple[list, list]:
     return out, attached
 
 
-def fits(weights: TokenWeights, context: torch.Tensor) -> bool:
-    """Do these weights describe this conditioning's rows (all of them, or the leading ones after a concat)?"""
-    n, rows = len(weights), context.shape[1]
-    if n > rows:
-        return False
-    digest = getattr(weights, "fingerprint", "")
-    if not digest:
-        return n == rows            # Token Importance's weights: only the row count can be checked
-    return fingerprint(context, n) == digest
-
-
 def mismatch_message(label: str, weights: TokenWeights, context: torch.Tensor) -> str:
     if len(weights) > context.shape[1] or not getattr(weights, "fingerprint", ""):
         return (f"{label}: the token weights have {len(weights)} rows ({weights.encoder} encoding of their "
@@ -73,8 +62,3 @@ def mismatch_message(label: str, weights: TokenWeights, context: torch.Tensor) -
             f"(their prompt: {weights.prompt[:80]!r}). Connect them with the CONDITIONING of the same "
             "TokenFocus Prompt node, or leave token_weights unconnected: the weights then come with the "
             "conditioning itself.")
-
-
-def padded(values: tuple, rows: int, fill: float) -> tuple:
-    """Per-row values for a conditioning of `rows` rows: rows appended by a concat get `fill`."""
-    return tuple(values) + (fill,) * (rows - len(values))

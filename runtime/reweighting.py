@@ -14,7 +14,8 @@ import torch
 from ..core.attention_stats import token_grid
 from ..core.region import token_weights_of_mask
 from .interventions import CROSS_TEXT, JOINT, Intervention
-from .prompt_weights import COND_KEY, fits, mismatch_message, padded
+from .prompt_rows import locate
+from .prompt_weights import COND_KEY, mismatch_message
 from .state import PASS_KEY, POSITIVE, RUN_KEY
 
 # Suppression is a large finite bias: -inf would turn 0·(-inf) into NaN for the unbiased queries.
@@ -65,6 +66,8 @@ class TokenBias(Intervention):
     # proportion to the mask over it (the query side of the fold carries it), and not at all outside.
     region: object = None
     patch: tuple = (1, 2, 2)     # the model's patch size, to lay the mask on its token grid
+    # The model's ModelProfile: where rows that are not the prompt's can sit in its conditioning (prompt_rows).
+    profile: object = None
 
     def bias_for(self, weights) -> tuple:
         if self.suppress:
@@ -85,18 +88,22 @@ class TokenBias(Intervention):
             if context is None:
                 continue
             # Connected weights go to the prompt they fit; another prompt keeps the weights it carries.
-            fitting = self.weights is not None and fits(self.weights, context)
-            connected_fit = connected_fit or fitting
-            weights = self.weights if fitting else cond.get(COND_KEY)
+            place = self._locate(self.weights, context)
+            connected_fit = connected_fit or place is not None
+            weights = self.weights if place is not None else cond.get(COND_KEY)
             if weights is None:
                 continue
-            if not fits(weights, context):
+            place = place or self._locate(weights, context)
+            if place is None:
                 raise ValueError(mismatch_message(self.label, weights, context))
             if weights.encoder != self.encoder:
                 raise ValueError(
                     f"{self.label}: the token weights come from a '{weights.encoder}' text encoder, but this model "
                     f"is conditioned by '{self.encoder}'. Encode the prompt with the CLIP that goes with this model.")
-            by_uuid[cond.get("uuid")] = padded(self.bias_for(weights), context.shape[1], 0.0)
+            if place.note:
+                run.warn_once(f"{self.label}-rows-{place.total}", place.note)
+            # Rows that are not the prompt's (a style model's image rows, Qwen-Image-Edit's vision rows) get no bias.
+            by_uuid[cond.get("uuid")] = place.spread(self.bias_for(weights), 0.0)
         if self.weights is not None and not connected_fit:
             context = next((c["cross_attn"] for c in positive if c.get("cross_attn") is not None), None)
             if context is not None:
@@ -114,6 +121,11 @@ class TokenBias(Intervention):
             run.warn_once(f"{self.label}-neutral", f"{self.label}: every token weight of the positive prompt is 1: "
                           "nothing is reweighted")
         run.cache[self._by_uuid_key] = by_uuid
+
+    def _locate(self, weights, context):
+        if weights is None:
+            return None
+        return locate(weights, context.shape[1], context, self.profile, self.label)
 
     def prepare_step(self, plan, device) -> None:
         """The bias tensor of each sample of this model call (None: unweighted), built outside the model."""

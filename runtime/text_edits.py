@@ -20,6 +20,8 @@ from ..core.rotation import align_residual
 from ..core.spacing import choose_k, decompose, masked_mean, on_real_rows, real_rows_mask, space_tokens
 from .adapters import TextView
 from .interventions import Intervention
+from .prompt_rows import locate
+from .prompt_weights import COND_KEY
 
 
 def _reuse_or_compute(ctx, owner, view, compute):
@@ -54,23 +56,64 @@ def _reuse_or_compute(ctx, owner, view, compute):
 class _TextEdit(Intervention):
     """Find the block's text tokens, edit them (once per run where they never change), hand them back."""
 
-    # The positive prompt's real rows from Token Importance, for models whose padding ComfyUI does not
-    # mark (SD3, Flux); empty = rely on the adapter.
-    positive_real: tuple = ()
+    # The positive prompt's token weights (Token Importance, TokenFocus Prompt), or None: those each positive
+    # cond carries (TokenFocus Prompt), if any. They mark the prompt's real rows on models whose padding
+    # ComfyUI does not mark (SD3, Flux), and how many rows are the prompt's where the conditioning carries
+    # others (Flux Redux's image rows, Qwen-Image-Edit's vision rows): statistics and edits leave those out.
+    weights: object = None
+    profile: object = None      # the model's ModelProfile: where such rows sit (runtime/prompt_rows.py)
 
-    def check_prompt(self, positive_rows: int) -> None:
-        if self.positive_real and positive_rows != len(self.positive_real):
-            raise ValueError(
-                f"{self.label}: the token weights describe {len(self.positive_real)} rows but the positive "
-                f"conditioning has {positive_rows}; build them from the same CLIP and prompt."
-            )
+    def start_run(self, positive: list, run, latent_shape: tuple = ()) -> None:
+        """Per row count of the positive conds: which rows are the prompt's real ones (an error here, before the
+        first step, for connected weights that fit no positive prompt)."""
+        masks = {}
+        for cond in positive:
+            context = cond.get("cross_attn")
+            if context is None:
+                continue
+            rows = context.shape[1]
+            weights = self.weights if self.weights is not None else cond.get(COND_KEY)
+            place = None if weights is None else locate(weights, rows, context, self.profile, self.label)
+            if place is None:
+                if self.weights is not None:
+                    raise ValueError(
+                        f"{self.label}: the token weights describe {len(self.weights)} rows but the positive "
+                        f"conditioning has {rows}; build them from the same CLIP and prompt.")
+                self._say_what_counts(cond, rows, run)
+                continue
+            if place.note:
+                run.warn_once(f"{self.label}-rows-{rows}", place.note)
+            masks[rows] = place.spread(weights.real, False)
+        run.cache[self._real_key] = masks
+
+    def _say_what_counts(self, cond: dict, rows: int, run) -> None:
+        """A conditioning that can carry rows other than the prompt's, with nothing to count them by."""
+        if getattr(self.profile, "added_rows", "") and cond.get("reference_latents") is not None:
+            run.warn_once(f"{self.label}-uncounted-{rows}", (
+                f"{self.label}: the positive conditioning ({rows} rows) comes with reference latents, so its text "
+                f"rows may hold {self.profile.added_rows_note}; without token weights they cannot be told from the "
+                f"prompt's, and all {rows} rows count as text. Connect token_weights built from the same prompt "
+                "to leave them out."))
+
+    def prepare_step(self, plan, device) -> None:
+        # The positive prompt's real-row masks as tensors on the model's device, made outside the model.
+        masks = plan.run.cache.get(self._real_key) or {}
+        tensors = plan.run.cache.setdefault((self._real_key, str(device)), {})
+        for rows, mask in masks.items():
+            if rows not in tensors:
+                tensors[rows] = torch.tensor(mask, dtype=torch.bool, device=device)
+        plan.scratch[self._real_key] = tensors
+
+    @property
+    def _real_key(self):
+        return (id(self), "positive real rows")
 
     def edit_block_inputs(self, args, ctx):
         view = ctx.adapter.text_view(ctx.block, args, ctx)
         if view is None:
             ctx.plan.warn_once(f"{self.label}-{ctx.block}", f"{self.label}: no text tokens found in {ctx.block}; skipped there")
             return args
-        view = self._with_positive_padding(view, ctx)
+        view = self._with_positive_rows(view, ctx)
         edited = _reuse_or_compute(ctx, self, view, lambda: self.edit_tokens(view, ctx))
         if edited is None or edited is view.tokens:
             return args
@@ -84,13 +127,14 @@ class _TextEdit(Intervention):
         """New text tokens, the same tensor for no change, or None for 'not possible yet'."""
         raise NotImplementedError
 
-    def _with_positive_padding(self, view, ctx):
-        """Mark the positive prompt's padding rows (cond samples) where the adapter could not."""
+    def _with_positive_rows(self, view, ctx):
+        """Mark the positive prompt's real rows (cond samples) where the adapter could not: its padding, and
+        rows that are not the prompt's."""
         batch, rows = view.tokens.shape[:2]
-        if len(self.positive_real) != rows or view.real is not None:
+        positive = (ctx.plan.scratch.get(self._real_key) or {}).get(rows)
+        if positive is None or view.real is not None:
             return view
         real = torch.ones(batch, rows, dtype=torch.bool, device=view.tokens.device)
-        positive = torch.tensor(self.positive_real, dtype=torch.bool, device=view.tokens.device)
         for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)):
             if not is_uncond:
                 real[b] = positive
@@ -153,6 +197,7 @@ class ResidualAlignment(_TextEdit):
         return aligned if rows is None else tokens.index_copy(0, rows, aligned)
 
     def prepare_step(self, plan, device) -> None:
+        super().prepare_step(plan, device)
         # One slot per block for the latest uncond text mean, made before the model runs: inside a compiled
         # graph, storing into an existing slot keeps the guards, adding a key to a dict would not.
         plan.run.cache.setdefault(self._means_key, dict.fromkeys(self.blocks))
