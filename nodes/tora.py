@@ -22,7 +22,8 @@ def _token_weights_input():
     return TokenWeightsType.Input(
         "token_weights", optional=True,
         tooltip="Optional, from Token Importance: marks the positive prompt's real tokens exactly, so padding is "
-        "left out of the statistics and untouched on SD3 and Flux (Wan and HunyuanVideo need no help).",
+        "left out of the statistics and untouched on SD3 and Flux (Wan and HunyuanVideo need no help), and so are "
+        "rows that are not the prompt's: a style model's image rows (Flux Redux), Qwen-Image-Edit's vision rows.",
     )
 
 
