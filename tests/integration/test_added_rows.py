@@ -105,7 +105,8 @@ def styled(conditioning, strength_type="multiply"):
     vision = env.comfy.clip_vision.Output()
     vision.last_hidden_state = torch.randn(1, REDUX_ROWS, SIGLIP_WIDTH, generator=torch.Generator().manual_seed(3))
     node = env.nodes.NODE_CLASS_MAPPINGS["StyleModelApply"]()
-    (out,) = node.apply_stylemodel(conditioning, style_model(), vision, strength=1.0, strength_type=strength_type)
+    strength = 0.5 if strength_type == "attn_bias" else 1.0
+    (out,) = node.apply_stylemodel(conditioning, style_model(), vision, strength=strength, strength_type=strength_type)
     return out
 
 
@@ -117,7 +118,12 @@ def redux(tiny, comfy):
     return dataclasses.replace(model, positive=positive)
 
 
-def test_reweighting_after_a_style_model_weights_the_prompt_rows_only_and_says_what_it_counted(redux, nodes, caplog):
+@pytest.mark.parametrize("strength_type", ["multiply", "attn_bias"])
+def test_reweighting_after_a_style_model_weights_the_prompt_rows_only_and_says_what_it_counted(tiny, nodes, caplog,
+                                                                                               strength_type):
+    """attn_bias: StyleModelApply also gives the conditioning an attention mask over its rows."""
+    redux = tiny("flux")
+    redux = dataclasses.replace(redux, positive=styled(redux.positive, strength_type))
     recorder = AttentionRecorder(redux.double_blocks, redux.single_blocks)
     patched, _ = apply(nodes, "reweight", recorder.before(redux.patcher), prompt_weights(redux))
     with caplog.at_level(logging.INFO, logger="TokenFocus"):
