@@ -22,6 +22,7 @@ from .adapters import TextView
 from .interventions import Intervention
 from .prompt_rows import locate
 from .prompt_weights import COND_KEY
+from .state import NEGATIVE, NEGATIVE_CONDS_KEY, POSITIVE
 
 
 def _reuse_or_compute(ctx, owner, view, compute):
@@ -66,7 +67,7 @@ class _TextEdit(Intervention):
     def start_run(self, positive: list, run, latent_shape: tuple = ()) -> None:
         """Per row count of the positive conds: which rows are the prompt's real ones (an error here, before the
         first step, for connected weights that fit no positive prompt)."""
-        masks = {}
+        masks, placed = {}, []
         for cond in positive:
             context = cond.get("cross_attn")
             if context is None:
@@ -84,7 +85,28 @@ class _TextEdit(Intervention):
             if place.note:
                 run.warn_once(f"{self.label}-rows-{rows}", place.note)
             masks[rows] = place.spread(weights.real, False)
-        run.cache[self._real_key] = masks
+            if place.rows != slice(0, rows):
+                placed.append((context, place))
+        run.cache[self._real_key] = {POSITIVE: masks, NEGATIVE: self._negative_rows(placed, run)}
+
+    @staticmethod
+    def _negative_rows(placed: list, run) -> dict:
+        """Per row count of the negative conds: its rows that are bit for bit the positive's rows that are not
+        the prompt's (the same input image's vision rows in front, the same style image's rows after), marked
+        not real; a negative that shares none keeps every row."""
+        masks = {}
+        for cond in run.cache.get(NEGATIVE_CONDS_KEY) or []:
+            context = cond.get("cross_attn")
+            if context is None:
+                continue
+            rows = context.shape[1]
+            for positive, place in placed:
+                front, back = place.rows.start, place.total - place.rows.stop
+                if front and rows > front and torch.equal(context[:, :front], positive[:, :front]):
+                    masks[rows] = (False,) * front + (True,) * (rows - front)
+                elif back and rows > back and torch.equal(context[:, rows - back:], positive[:, place.rows.stop:]):
+                    masks[rows] = (True,) * (rows - back) + (False,) * back
+        return masks
 
     def _say_what_counts(self, cond: dict, rows: int, run) -> None:
         """A conditioning that can carry rows other than the prompt's, with nothing to count them by."""
@@ -96,12 +118,13 @@ class _TextEdit(Intervention):
                 "to leave them out."))
 
     def prepare_step(self, plan, device) -> None:
-        # The positive prompt's real-row masks as tensors on the model's device, made outside the model.
+        # The real-row masks (positive, negative) as tensors on the model's device, made outside the model.
         masks = plan.run.cache.get(self._real_key) or {}
         tensors = plan.run.cache.setdefault((self._real_key, str(device)), {})
-        for rows, mask in masks.items():
-            if rows not in tensors:
-                tensors[rows] = torch.tensor(mask, dtype=torch.bool, device=device)
+        for role, by_rows in masks.items():
+            for rows, mask in by_rows.items():
+                if (role, rows) not in tensors:
+                    tensors[(role, rows)] = torch.tensor(mask, dtype=torch.bool, device=device)
         plan.scratch[self._real_key] = tensors
 
     @property
@@ -113,7 +136,7 @@ class _TextEdit(Intervention):
         if view is None:
             ctx.plan.warn_once(f"{self.label}-{ctx.block}", f"{self.label}: no text tokens found in {ctx.block}; skipped there")
             return args
-        view = self._with_positive_rows(view, ctx)
+        view = self._with_prompt_rows(view, ctx)
         edited = _reuse_or_compute(ctx, self, view, lambda: self.edit_tokens(view, ctx))
         if edited is None or edited is view.tokens:
             return args
@@ -127,17 +150,19 @@ class _TextEdit(Intervention):
         """New text tokens, the same tensor for no change, or None for 'not possible yet'."""
         raise NotImplementedError
 
-    def _with_positive_rows(self, view, ctx):
-        """Mark the positive prompt's real rows (cond samples) where the adapter could not: its padding, and
-        rows that are not the prompt's."""
+    def _with_prompt_rows(self, view, ctx):
+        """Mark the prompts' real rows where the adapter could not: the positive prompt's padding, and the rows
+        of either prompt that are not prompt text."""
         batch, rows = view.tokens.shape[:2]
-        positive = (ctx.plan.scratch.get(self._real_key) or {}).get(rows)
-        if positive is None or view.real is not None:
+        masks = ctx.plan.scratch.get(self._real_key) or {}
+        positive, negative = masks.get((POSITIVE, rows)), masks.get((NEGATIVE, rows))
+        if (positive is None and negative is None) or view.real is not None:
             return view
         real = torch.ones(batch, rows, dtype=torch.bool, device=view.tokens.device)
-        for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)):
-            if not is_uncond:
-                real[b] = positive
+        for b, (is_uncond, is_negative) in enumerate(zip(ctx.plan.uncond_samples(batch), ctx.plan.negative_samples(batch))):
+            mask = positive if not is_uncond else negative if is_negative else None
+            if mask is not None:
+                real[b] = mask
         return TextView(view.tokens, real, view.put, view.take_back)
 
 

@@ -161,22 +161,22 @@ def test_tokenfocus_prompt_weights_find_the_prompt_rows_exactly_after_a_style_mo
     assert not [m for m in warnings_in(caplog) if "rows" in m]
 
 
-def last_cond_edit(recorder, block=("double_block", 0)):
-    """(before, after) of the cond sample's text in `block`, at the last step recorded."""
+def last_edit(recorder, block=("double_block", 0), which=0):
+    """(before, after) of the cond (which=0) or uncond (1) sample's text in `block`, at the last step recorded."""
     found = None
     for b, sigma, cond_or_uncond, before, after in recorder.pairs():
-        if b == block and 0 in cond_or_uncond:
-            i = cond_or_uncond.index(0) * before.shape[0] // len(cond_or_uncond)
+        if b == block and which in cond_or_uncond:
+            i = cond_or_uncond.index(which) * before.shape[0] // len(cond_or_uncond)
             found = before[i], after[i]
-    assert found is not None, "no cond pass recorded"
+    assert found is not None, "no such pass recorded"
     return found
 
 
-def tora_edit(nodes, name, model, weights, steps=1):
+def tora_edit(nodes, name, model, weights, steps=1, which=0):
     recorder = BlockInputRecorder([("double_block", 0)])
     patched, _ = apply(nodes, name, recorder.before(model.patcher), weights)
     sample_with(model, recorder.after(patched), steps=steps)
-    return last_cond_edit(recorder)
+    return last_edit(recorder, which=which)
 
 
 def test_token_spacing_after_a_style_model_spaces_the_prompt_as_without_it_and_leaves_the_image_rows(tiny, redux, nodes):
@@ -201,6 +201,17 @@ def test_residual_alignment_after_a_style_model_rotates_the_prompt_rows_only(red
     assert not torch.equal(before[:tm.PROMPT_TOKENS], after[:tm.PROMPT_TOKENS])
     assert torch.allclose(before[:tm.PROMPT_TOKENS].mean(0), after[:tm.PROMPT_TOKENS].mean(0), atol=1e-4), \
         "the mean over the prompt's rows (not the image rows) is kept"
+
+
+def test_a_negative_with_the_same_style_rows_has_them_left_out_too(tiny, nodes):
+    """The negative prompt styled by the same image: its last rows are bit for bit the positive's image rows,
+    so Token Spacing leaves them out of the uncond statistics and untouched."""
+    model = tiny("flux")
+    model = dataclasses.replace(model, positive=styled(model.positive), negative=styled(model.negative))
+    before, after = tora_edit(nodes, "spacing", model, prompt_weights(model), which=1)
+    n = model.text_len
+    assert torch.equal(before[n:], after[n:]), "the negative's style rows must not move"
+    assert not torch.equal(before[:n], after[:n])
 
 
 def test_weights_longer_than_the_styled_conditioning_are_an_error_before_sampling(redux, nodes):
@@ -256,6 +267,19 @@ def test_edit_tora_edits_the_prompt_as_without_the_image_and_leaves_the_vision_r
     front = front_rows(edit)
     assert torch.equal(before[:front], after[:front]), "the vision rows must not move"
     assert torch.equal(before[front:], plain_before)
+    assert torch.allclose(after[front:], plain_after, atol=1e-5)
+
+
+def test_edit_negative_vision_rows_are_left_out_of_the_uncond_statistics(tiny, edit, nodes):
+    """TextEncodeQwenImageEdit gives the negative prompt the same image's vision rows in front (bit for bit the
+    positive's): Token Spacing spaces the negative's prompt rows exactly as without the image."""
+    plain = tiny("qwen_image")
+    before, after = tora_edit(nodes, "spacing", edit, prompt_weights(edit), which=1)
+    plain_before, plain_after = tora_edit(nodes, "spacing", plain, prompt_weights(plain), which=1)
+    front = front_rows(edit)
+    assert torch.equal(before[:front], after[:front]), "the negative's vision rows must not move"
+    assert torch.equal(before[front:], plain_before)
+    assert not torch.equal(plain_before, plain_after)
     assert torch.allclose(after[front:], plain_after, atol=1e-5)
 
 
