@@ -74,12 +74,12 @@ PACK_DIRS = tuple(str(REPO / d) + os.sep for d in ("core", "runtime", "nodes")) 
 # Sizes: (blocks, image tokens) per model. CPU: what lets the full run finish in ~8 minutes on 2 cores
 # at the real widths; GPU: the real resolutions (Wan/Hunyuan 480p 81 frames, SD3.5/Flux 1024^2).
 CPU_SIZES = {"wan1.3b": (2, 256), "sd35m": (2, 256), "sd35l": (1, 256), "flux": (2, 64), "hunyuan": (2, 64),
-             "zimage": (2, 256), "flux2klein": (2, 64)}
+             "zimage": (2, 256), "qwen_image": (2, 256), "flux2klein": (2, 64)}
 CPU_TEXT = {"flux": (256, 256), "hunyuan": (128, 32)}  # (cond, uncond) rows; see bench_models
 QUICK_SIZES = {"wan1.3b": (1, 64)}
 P480 = (21, 60, 104)  # Wan/Hunyuan latent of 832x480, 81 frames: 32760 tokens
 GPU_SIZES = {"wan1.3b": (4, P480), "wan14b": (2, P480), "sd35m": (4, 4096), "sd35l": (4, 4096),
-             "flux": (4, 4096), "hunyuan": (4, P480), "zimage": (4, 4096), "flux2": (4, 4096), "flux2klein": (4, 4096),
+             "flux": (4, 4096), "hunyuan": (4, P480), "zimage": (4, 4096), "qwen_image": (4, 4096), "flux2": (4, 4096), "flux2klein": (4, 4096),
              "ltx2": (4, (16, 15, 26))}
 # The torch.compile check runs each model at its real depth but the harness's tiny widths: graph breaks
 # and recompilations depend on the code paths, on which shapes vary and on how many blocks there are
@@ -93,7 +93,7 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--dtype", default=None, choices=["fp32", "bf16", "fp16"], help="default: fp32 on CPU, bf16 on CUDA")
     p.add_argument("--models", default=None, help="comma list of: wan1.3b, wan14b (GPU), sd35m, sd35l, flux, hunyuan, "
-                   "zimage, flux2 (GPU), flux2klein, ltx2")
+                   "zimage, qwen_image, flux2 (GPU), flux2klein, ltx2")
     p.add_argument("--blocks", type=int, default=None, help="blocks per model (Flux/Hunyuan: half double, half single)")
     p.add_argument("--tokens", type=int, default=None, help="image/video tokens per model (default: see *_SIZES)")
     p.add_argument("--steps", type=int, default=1, help="sampling steps per timed run")

@@ -207,6 +207,30 @@ def zimage(blocks, tokens: int, dtype, text=(96, 24), tiny=False) -> BenchModel:
     )
 
 
+def qwen_image(blocks, tokens: int, dtype, text=(96, 24), tiny=False) -> BenchModel:
+    """Qwen-Image: 60 double-stream blocks 3072 wide (24 heads of 128) over [txt; img]; the text is Qwen2.5-VL
+    7B's 3584-wide hidden states with the chat template's system prefix cropped by ComfyUI, unpadded (cond, uncond
+    rows differ: two model calls). The latent is Wan 2.1's format, [B, 16, 1, H, W], patch 2x2."""
+    width = 64 if tiny else 3584
+    heads, head_dim = (2, 32) if tiny else (24, 128)
+    config = {  # keys as model_detection.py detects Qwen-Image (the rest are the class's defaults, the real ones)
+        "image_model": "qwen_image", "in_channels": 64, "out_channels": 16, "num_layers": blocks,
+        "attention_head_dim": head_dim, "num_attention_heads": heads, "joint_attention_dim": width,
+        "axes_dims_rope": (8, 12, 12) if tiny else (16, 56, 56),
+    }
+    gen = _generator(6)
+    image, n = _image_latent(tokens)
+    cond, uncond = text
+    return BenchModel(
+        "Qwen-Image", "qwen_image", build_patcher("QwenImage", config, dtype),
+        _cond(tiny_text(gen, cond, cond, None, width=width)), _cond(tiny_text(gen, uncond, uncond, None, width=width)),
+        {"samples": image.unsqueeze(2)},
+        dict(dim=heads * head_dim, heads=heads, ffn=4 * heads * head_dim, blocks=f"{blocks}", image_tokens=n,
+             text_tokens=f"{cond} (uncond {uncond})"),
+        "qwen25_7b", _rows(cond, cond),
+    )
+
+
 def _next_dit_ffn(dim: int, multiplier: float = 8.0 / 3.0, multiple_of: int = 256) -> int:
     """NextDiT's feed-forward width (lumina/model.py FeedForward): dim x multiplier, rounded up to multiple_of."""
     hidden = int(multiplier * dim)
@@ -290,10 +314,11 @@ MODELS = {
     "flux": (flux, False),
     "hunyuan": (hunyuan, False),
     "zimage": (zimage, False),
+    "qwen_image": (qwen_image, False),
     "flux2": (flux2, True),         # 6144 wide: a few GB a block in float32
     "flux2klein": (lambda b, t, d, **kw: flux2(b, t, d, klein=True, **kw), False),
     "ltx2": (ltx2, False),          # about 1.5 GB a block in float32
 }
 REAL_DEPTH = {"wan1.3b": 30, "wan14b": 40, "sd35m": 24, "sd35l": 38, "flux": (19, 38), "hunyuan": (20, 40),
-              "zimage": 30, "flux2": (8, 48), "flux2klein": (5, 20), "ltx2": 48}
+              "zimage": 30, "qwen_image": 60, "flux2": (8, 48), "flux2klein": (5, 20), "ltx2": 48}
 

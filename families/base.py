@@ -68,6 +68,11 @@ class ModelProfile:
     expert_boundary: float | None = None   # Wan 2.2 A14B: sigma where the high-noise expert hands over
     block_note: str = ""        # why some blocks' inputs are out of reach (a model with post-block patches only)
     text_edits_missing: str = ""   # why no block's text can be edited (Token Spacing, Residual Alignment refuse)
+    # Rows a conditioning of this model can carry besides the prompt's, when it has more rows than the prompt's
+    # token weights describe: where they sit ("after": appended, "before": in front of the prompt; "": none,
+    # the rows must match) and what they are, in words (runtime/prompt_rows.py).
+    added_rows: str = ""
+    added_rows_note: str = ""
 
 
 @dataclass(frozen=True)

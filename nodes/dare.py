@@ -165,7 +165,8 @@ class TokenReweightNode(io.ComfyNode):
         intervention = TokenBias(label="Token Reweighting", blocks=target.blocks, steps=target.steps,
                                  weights=_fitting(token_weights, target), encoder=target.adapter.encoder,
                                  strength=float(strength), region=region,
-                                 patch=target.adapter.profile.patch or patch_of(model.get_model_object("diffusion_model")))
+                                 patch=target.adapter.profile.patch or patch_of(model.get_model_object("diffusion_model")),
+                                 profile=target.adapter.profile)
         neutral = strength == 0.0 or (token_weights is not None and not any(intervention.bias_for(token_weights)))
         neutral = neutral or (region is not None and not bool(region.any()))
         report = f"Token Reweighting strength {strength:g} on {target.where()}{where}.\n{_weights_text(token_weights)}"
@@ -237,7 +238,7 @@ class ImportanceGuidanceNode(io.ComfyNode):
         intervention = TokenBias(
             label="Importance Guidance", blocks=target.blocks, steps=target.steps, extra_pass=pass_name,
             weights=_fitting(token_weights, target), encoder=target.adapter.encoder, suppress=True,
-            threshold=float(threshold),
+            threshold=float(threshold), profile=target.adapter.profile,
         )
         patched = add_intervention(model, target.adapter, intervention)
         patched.set_model_sampler_post_cfg_function(ImportanceGuidanceCFG(float(scale), target.steps, pass_name))

@@ -107,7 +107,8 @@ class AttentionInspectorNode(io.ComfyNode):
             real=token_weights.real if token_weights is not None else None,
             weights=token_weights.weights if token_weights is not None else None,
             encoder=token_weights.encoder if token_weights is not None else "",
-            where=target.where(),
+            where=target.where(), added_rows=target.adapter.profile.added_rows,
+            added_rows_note=target.adapter.profile.added_rows_note,
         )
         recorder = InspectorRecorder(setup)
         joint = "joint" in target.adapter.kinds

@@ -15,14 +15,16 @@ RECONSTRUCTED = (
     "Reconstructed from the paper's description (TORA, 'Rare Text Semantics Were Always There in Your "
     "Diffusion Transformer', NeurIPS 2025; no code was published)."
 )
-WEIGHTS_NOTE = "real tokens of the positive prompt: from token_weights ({n} of {rows} rows)"
+WEIGHTS_NOTE = ("real tokens of the positive prompt: from token_weights ({n} of {rows} rows; rows the conditioning has "
+                "beyond the prompt's, such as a style model's image rows, are left out)")
 
 
 def _token_weights_input():
     return TokenWeightsType.Input(
         "token_weights", optional=True,
         tooltip="Optional, from Token Importance: marks the positive prompt's real tokens exactly, so padding is "
-        "left out of the statistics and untouched on SD3 and Flux (Wan and HunyuanVideo need no help).",
+        "left out of the statistics and untouched on SD3 and Flux (Wan and HunyuanVideo need no help), and so are "
+        "rows that are not the prompt's: a style model's image rows (Flux Redux), Qwen-Image-Edit's vision rows.",
     )
 
 
@@ -46,9 +48,9 @@ def _reachable_inputs(target, blocks_text, label) -> str:
 
 def _padding(target, token_weights):
     if token_weights is None:
-        return (), target.adapter.profile.padding_note
+        return target.adapter.profile.padding_note
     check_weights_fit(token_weights, target)
-    return tuple(token_weights.real), WEIGHTS_NOTE.format(n=sum(token_weights.real), rows=len(token_weights))
+    return WEIGHTS_NOTE.format(n=sum(token_weights.real), rows=len(token_weights))
 K_TOOLTIP = (
     "How many principal directions count as 'semantic': auto = the elbow of the singular values (maximum "
     "distance to the chord), fixed = fixed_k, all = every direction (Token Spacing then is the plain variance "
@@ -108,11 +110,11 @@ class TokenSpacingNode(io.ComfyNode):
                       end_percent=end_percent, apply_to=apply_to)
         target = Target(model, blocks, start_percent, end_percent)
         reach = _reachable_inputs(target, blocks, "Token Spacing")
-        positive_real, padding = _padding(target, token_weights)
+        padding = _padding(target, token_weights)
         intervention = TokenSpacing(
             label="Token Spacing", blocks=target.blocks, steps=target.steps, sigma=float(sigma),
-            k_mode=k_mode, fixed_k=int(fixed_k), cond_only=apply_to == "cond only", positive_real=positive_real,
-            positive_weights=token_weights,
+            k_mode=k_mode, fixed_k=int(fixed_k), cond_only=apply_to == "cond only", weights=token_weights,
+            profile=target.adapter.profile,
         )
         k_text = {"auto": "k by the elbow", "fixed": f"k = {fixed_k}", "all": "all directions (variance scale-up)"}[k_mode]
         report = (
@@ -166,10 +168,10 @@ class ResidualAlignmentNode(io.ComfyNode):
                       end_percent=end_percent)
         target = Target(model, blocks, start_percent, end_percent)
         reach = _reachable_inputs(target, blocks, "Residual Alignment")
-        positive_real, padding = _padding(target, token_weights)
+        padding = _padding(target, token_weights)
         intervention = ResidualAlignment(
             label="Residual Alignment", blocks=target.blocks, steps=target.steps, strength=float(strength),
-            k_mode=k_mode, fixed_k=int(fixed_k), positive_real=positive_real, positive_weights=token_weights,
+            k_mode=k_mode, fixed_k=int(fixed_k), weights=token_weights, profile=target.adapter.profile,
             negative=_reference(negative),
         )
         without_uncond = (

@@ -24,8 +24,8 @@ from ..core.blocklist import DOUBLE
 from .adapters import MARKED
 from .attention_call import AttentionCall
 from .state import (
-    BLOCK_KEY, CONFIG_KEY, HOOK_KEY, INSIDE_KEY, NEGATIVE, OTHER, PASS_KEY, POSITIVE, RUN_KEY, STEP_KEY,
-    UNCOND_THIS_STEP,
+    BLOCK_KEY, CONFIG_KEY, HOOK_KEY, INSIDE_KEY, NEGATIVE, NEGATIVE_CONDS_KEY, OTHER, PASS_KEY, POSITIVE, RUN_KEY,
+    STEP_KEY, UNCOND_THIS_STEP,
     BlockContext, RunState, StepPlan, log, roles_of_chunks,
 )
 
@@ -92,6 +92,7 @@ def _start_run(run: RunState, config, guider, sigmas, latent_shape: tuple) -> No
     if config is None:
         return
     positive = (getattr(guider, "conds", None) or {}).get("positive", []) or []
+    run.cache[NEGATIVE_CONDS_KEY] = (getattr(guider, "conds", None) or {}).get("negative", []) or []
     for iv in config.interventions:
         iv.start_run(positive, run, latent_shape)
     _plan_reference(run, config, guider)

@@ -20,6 +20,7 @@ nothing leaks from one run into the next, and nothing is module-level.
 """
 from __future__ import annotations
 
+import dataclasses
 import weakref
 from dataclasses import dataclass, field
 
@@ -30,9 +31,11 @@ from ..core.attention_stats import (
 )
 from ..families.base import GRID_AFTER_REFERENCE, GRID_LAST  # each family module names its grid layout
 from .interventions import CROSS_TEXT, JOINT, Intervention
+from .prompt_rows import locate
 
 MAX_CELLS = 8192        # heatmap cells per frame grid (and so heatmap queries per recorded call)
 MAX_MAPPED_ROWS = 512   # text rows with a heatmap
+IMAGE_ROW = "[image]"   # the label of a text row that holds an image's tokens, not the prompt's
 
 
 def patch_of(diffusion_model) -> tuple:
@@ -78,6 +81,10 @@ class InspectorSetup:
     where: str = ""
     max_cells: int = MAX_CELLS
     budget: int = DEFAULT_BUDGET
+    # Where the model's conditioning can carry rows that are not the prompt's, and what they are (ModelProfile):
+    # such rows are labelled apart from the prompt's tokens (runtime/prompt_rows.py).
+    added_rows: str = ""
+    added_rows_note: str = ""
 
 
 @dataclass
@@ -255,11 +262,23 @@ class InspectorRecorder:
             return None, None
         return pending.bias[sample], pending.biased_queries[sample]
 
-    def _mapped_rows(self, rows: int) -> torch.Tensor:
+    def _prompt_layout(self, rows: int):
+        """(labels, real, weights) of the token weights spread over `rows` text rows, the rows that are not the
+        prompt's (a style model's image rows, Qwen-Image-Edit's vision rows) labelled IMAGE_ROW and not real;
+        None where the weights do not describe these rows."""
         setup = self.setup
+        if setup.labels is None or setup.real is None or setup.negative:
+            return None
+        place = locate(setup.labels, rows, None, setup)
+        if place is None:
+            return None
+        return place.spread(setup.labels, IMAGE_ROW), place.spread(setup.real, False), place.spread(setup.weights, 1.0)
+
+    def _mapped_rows(self, rows: int) -> torch.Tensor:
+        layout = self._prompt_layout(rows)
         real = None
-        if setup.labels is not None and setup.real is not None and len(setup.real) == rows and not setup.negative:
-            real = setup.real
+        if layout is not None:
+            real = layout[1]
         elif self.model_real is not None:
             real = self.model_real
         chosen = [i for i in range(rows) if real is None or real[i]]
@@ -308,12 +327,17 @@ class InspectorRecorder:
             notes.append(f"{self.calls_without_sample} attention calls had no {which}-prompt sample (CFG 1 evaluates "
                          "the positive prompt only)")
         if setup.labels is not None:
+            layout = None if self.text_rows is None else self._prompt_layout(self.text_rows)
             if setup.negative:
                 notes.append("the token weights describe the positive prompt: the negative prompt's rows are labelled by index")
-            elif self.text_rows is not None and len(setup.labels) != self.text_rows:
+            elif self.text_rows is not None and layout is None:
                 notes.append(f"the token weights have {len(setup.labels)} rows but the prompt had {self.text_rows}: "
                              "rows are labelled by index")
             else:
+                if self.text_rows is not None and len(setup.labels) != self.text_rows:
+                    notes.append(f"{self.text_rows - len(setup.labels)} text rows are not the prompt's "
+                                 f"({setup.added_rows_note}): labelled {IMAGE_ROW}, apart from the prompt's tokens")
+                    setup = dataclasses.replace(setup, labels=layout[0], real=layout[1], weights=layout[2])
                 labels = setup.labels
         real = setup.real if labels is not None else self.model_real
         heat = None

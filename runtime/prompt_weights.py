@@ -62,7 +62,7 @@ def signature(context: torch.Tensor, rows: int | None = None) -> bytes:
     return (part @ directions).contiguous().numpy().tobytes()
 
 
-def _same_rows(signed: bytes, context: torch.Tensor) -> bool:
+def same_rows(signed: bytes, context: torch.Tensor) -> bool:
     """Are these the rows the signature was taken of, up to rounding? Row by row, relative to its size."""
     n = len(signed) // (4 * SIGNATURE_DIMS)
     if n == 0 or n > context.shape[1]:
@@ -110,20 +110,6 @@ def _check_rows(weights: TokenWeights, context: torch.Tensor) -> None:
             f"{len(weights)}; this text encoder is not supported for token weights")
 
 
-def fits(weights: TokenWeights, context: torch.Tensor) -> bool:
-    """Do these weights describe this conditioning's rows (all of them, or the leading ones after a concat)?"""
-    n, rows = len(weights), context.shape[1]
-    if n > rows:
-        return False
-    digest = getattr(weights, "fingerprint", "")
-    if digest:
-        return fingerprint(context, n) == digest
-    signed = getattr(weights, "signature", b"")
-    if signed:
-        return _same_rows(signed, context)
-    return n == rows            # weights that know no identity (made outside the nodes): only the row count
-
-
 def mismatch_message(label: str, weights: TokenWeights, context: torch.Tensor) -> str:
     identified = getattr(weights, "fingerprint", "") or getattr(weights, "signature", b"")
     if len(weights) > context.shape[1] or not identified:
@@ -140,8 +126,3 @@ def mismatch_message(label: str, weights: TokenWeights, context: torch.Tensor) -
             f"(their prompt: {weights.prompt[:80]!r}). Connect them with the CONDITIONING of the same "
             "TokenFocus Prompt node, or leave token_weights unconnected: the weights then come with the "
             "conditioning itself.")
-
-
-def padded(values: tuple, rows: int, fill: float) -> tuple:
-    """Per-row values for a conditioning of `rows` rows: rows appended by a concat get `fill`."""
-    return tuple(values) + (fill,) * (rows - len(values))

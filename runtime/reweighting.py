@@ -14,7 +14,8 @@ import torch
 from ..core.attention_stats import token_grid
 from ..core.region import token_weights_of_mask
 from .interventions import CROSS_TEXT, JOINT, Intervention
-from .prompt_weights import COND_KEY, fits, mismatch_message, padded
+from .prompt_rows import locate
+from .prompt_weights import COND_KEY, mismatch_message
 from .state import PASS_KEY, POSITIVE, RUN_KEY
 
 # Suppression is a large finite bias: -inf would turn 0·(-inf) into NaN for the unbiased queries.
@@ -65,6 +66,8 @@ class TokenBias(Intervention):
     # proportion to the mask over it (the query side of the fold carries it), and not at all outside.
     region: object = None
     patch: tuple = (1, 2, 2)     # the model's patch size, to lay the mask on its token grid
+    # The model's ModelProfile: where rows that are not the prompt's can sit in its conditioning (prompt_rows).
+    profile: object = None
 
     def bias_for(self, weights) -> tuple:
         if self.suppress:
@@ -85,15 +88,25 @@ class TokenBias(Intervention):
             if context is None:
                 continue
             # Connected weights go to the prompt they fit; another prompt keeps the weights it carries.
-            fitting = self.weights is not None and fits(self.weights, context)
-            connected_fit = connected_fit or fitting
-            weights = self.weights if fitting else cond.get(COND_KEY)
+            place = self._locate(self.weights, context)
+            connected_fit = connected_fit or place is not None
+            weights = self.weights if place is not None else cond.get(COND_KEY)
             if weights is None:
                 continue
-            if not fits(weights, context):
+            place = place or self._locate(weights, context)
+            if place is None:
                 raise ValueError(mismatch_message(self.label, weights, context))
             self._check_encoder(weights)
-            by_uuid[cond.get("uuid")] = self._bias_of_rows(weights, context, run)
+            if place.note:
+                run.warn_once(f"{self.label}-rows-{place.total}", place.note)
+            elif place.rows.stop < place.total:
+                run.warn_once(f"{self.label}-appended-{place.rows.stop}", (
+                    f"{self.label}: rows {place.rows.stop} to {place.total - 1} of a positive prompt come after the rows "
+                    "its weights were made for (a style model's image rows, or a prompt ConditioningConcat appended: "
+                    "it keeps only the first prompt's weights): left unweighted. To weight words of two prompts, "
+                    "write them in one TokenFocus Prompt, or use ConditioningCombine"))
+            # Rows that are not the prompt's (a style model's image rows, Qwen-Image-Edit's vision rows) get no bias.
+            by_uuid[cond.get("uuid")] = place.spread(self.bias_for(weights), 0.0)
         if self.weights is not None and not connected_fit:
             context = next((c["cross_attn"] for c in positive if c.get("cross_attn") is not None), None)
             if context is not None:
@@ -118,16 +131,10 @@ class TokenBias(Intervention):
                 f"{self.label}: the token weights come from a '{weights.encoder}' text encoder, but this model "
                 f"is conditioned by '{self.encoder}'. Encode the prompt with the CLIP that goes with this model.")
 
-    def _bias_of_rows(self, weights, context, run) -> tuple:
-        """The bias of every row of one cond: its weights' rows; rows a ConditioningConcat appended keep 0."""
-        bias, rows = tuple(self.bias_for(weights)), context.shape[1]
-        if len(bias) < rows:
-            run.warn_once(f"{self.label}-appended-{len(bias)}", (
-                f"{self.label}: rows {len(bias)} to {rows - 1} of a positive prompt were appended after the rows its "
-                "weights were made for (ConditioningConcat keeps only the first prompt's weights): left "
-                "unweighted. To weight words of both parts, write them in one TokenFocus Prompt, or use "
-                "ConditioningCombine"))
-        return padded(tuple(bias), rows, 0.0)
+    def _locate(self, weights, context):
+        if weights is None:
+            return None
+        return locate(weights, context.shape[1], context, self.profile, self.label)
 
     def prepare_step(self, plan, device) -> None:
         """The bias tensor of each sample of this model call (None: unweighted), built outside the model."""

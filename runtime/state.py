@@ -18,6 +18,7 @@ INSIDE_KEY = "tokenfocus_inside"   # on the options an edited attention call han
 PASS_KEY = "tokenfocus_pass"       # during an extra model pass a node runs itself (e.g. guidance): its name
 HOOK_KEY = "tokenfocus_attention"  # on the clone: the AttentionHook installed there (found again at run time)
 UNCOND_THIS_STEP = "uncond this step"  # in a StepPlan's scratch: the latest uncond text is from this step
+NEGATIVE_CONDS_KEY = "negative conds"  # in a RunState's cache: the guider's negative conds, for the start of a run
 
 POSITIVE, NEGATIVE, OTHER = "positive", "negative", "other"   # what a batch chunk's conditioning is
 

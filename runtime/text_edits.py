@@ -20,8 +20,9 @@ from ..core.rotation import align_residual
 from ..core.spacing import choose_k, decompose, masked_mean, on_real_rows, real_rows_mask, space_tokens
 from .adapters import TextView
 from .interventions import Intervention
-from .prompt_weights import fits, mismatch_message
-from .state import UNCOND_THIS_STEP
+from .prompt_rows import locate
+from .prompt_weights import COND_KEY, mismatch_message
+from .state import NEGATIVE, NEGATIVE_CONDS_KEY, POSITIVE, UNCOND_THIS_STEP
 
 
 def _reuse_or_compute(ctx, owner, view, compute):
@@ -56,31 +57,93 @@ def _reuse_or_compute(ctx, owner, view, compute):
 class _TextEdit(Intervention):
     """Find the block's text tokens, edit them (once per run where they never change), hand them back."""
 
-    # The positive prompt's real rows from Token Importance, for models whose padding ComfyUI does not
-    # mark (SD3, Flux); empty = rely on the adapter.
-    positive_real: tuple = ()
-    # The token weights they come from, to check before the first step that they belong to the prompt.
-    positive_weights: object = None
-
-    def check_prompt(self, positive_rows: int) -> None:
-        if self.positive_real and self.positive_weights is None and positive_rows != len(self.positive_real):
-            raise ValueError(
-                f"{self.label}: the token weights describe {len(self.positive_real)} rows but the positive "
-                f"conditioning has {positive_rows}; build them from the same CLIP and prompt."
-            )
+    # The positive prompt's token weights (Token Importance, TokenFocus Prompt), or None: those each positive
+    # cond carries (TokenFocus Prompt), if any. They mark the prompt's real rows on models whose padding
+    # ComfyUI does not mark (SD3, Flux), and how many rows are the prompt's where the conditioning carries
+    # others (Flux Redux's image rows, Qwen-Image-Edit's vision rows): statistics and edits leave those out.
+    weights: object = None
+    profile: object = None      # the model's ModelProfile: where such rows sit (runtime/prompt_rows.py)
 
     def start_run(self, positive: list, run, latent_shape: tuple = ()) -> None:
-        """Weights that belong to none of the positive prompts are an error here, before the first step."""
-        contexts = [c["cross_attn"] for c in positive if c.get("cross_attn") is not None]
-        if self.positive_weights is not None and contexts and not any(fits(self.positive_weights, c) for c in contexts):
-            raise ValueError(mismatch_message(self.label, self.positive_weights, contexts[0]))
+        """Per row count of the positive conds: which rows are the prompt's real ones (an error here, before the
+        first step, for connected weights that fit no positive prompt)."""
+        masks, placed, contexts, connected_fit = {}, [], [], False
+        for cond in positive:
+            context = cond.get("cross_attn")
+            if context is None:
+                continue
+            rows = context.shape[1]
+            contexts.append(context)
+            # Connected weights go to the prompt they fit; another prompt keeps the weights it carries.
+            weights, place = self.weights, None
+            if weights is not None:
+                place = locate(weights, rows, context, self.profile, self.label)
+                connected_fit = connected_fit or place is not None
+            if place is None:
+                weights = cond.get(COND_KEY)
+                place = None if weights is None else locate(weights, rows, context, self.profile, self.label)
+                if weights is not None and place is None:
+                    raise ValueError(mismatch_message(self.label, weights, context))
+            if place is None:
+                self._say_what_counts(cond, rows, run)
+                continue
+            if place.note:
+                run.warn_once(f"{self.label}-rows-{rows}", place.note)
+            masks[rows] = place.spread(weights.real, False)
+            if place.rows != slice(0, rows):
+                placed.append((context, place))
+        if self.weights is not None and contexts and not connected_fit:
+            raise ValueError(mismatch_message(self.label, self.weights, contexts[0]))
+        run.cache[self._real_key] = {POSITIVE: masks, NEGATIVE: self._negative_rows(placed, run)}
+
+    @staticmethod
+    def _negative_rows(placed: list, run) -> dict:
+        """Per row count of the negative conds: its rows that are bit for bit the positive's rows that are not
+        the prompt's (the same input image's vision rows in front, the same style image's rows after), marked
+        not real; a negative that shares none keeps every row."""
+        masks = {}
+        for cond in run.cache.get(NEGATIVE_CONDS_KEY) or []:
+            context = cond.get("cross_attn")
+            if context is None:
+                continue
+            rows = context.shape[1]
+            for positive, place in placed:
+                front, back = place.rows.start, place.total - place.rows.stop
+                if front and rows > front and torch.equal(context[:, :front], positive[:, :front]):
+                    masks[rows] = (False,) * front + (True,) * (rows - front)
+                elif back and rows > back and torch.equal(context[:, rows - back:], positive[:, place.rows.stop:]):
+                    masks[rows] = (True,) * (rows - back) + (False,) * back
+        return masks
+
+    def _say_what_counts(self, cond: dict, rows: int, run) -> None:
+        """A conditioning that can carry rows other than the prompt's, with nothing to count them by."""
+        if getattr(self.profile, "added_rows", "") and cond.get("reference_latents") is not None:
+            run.warn_once(f"{self.label}-uncounted-{rows}", (
+                f"{self.label}: the positive conditioning ({rows} rows) comes with reference latents, so its text "
+                f"rows may hold {self.profile.added_rows_note}; without token weights they cannot be told from the "
+                f"prompt's, and all {rows} rows count as text. Connect token_weights built from the same prompt "
+                "to leave them out."))
+
+    def prepare_step(self, plan, device) -> None:
+        # The real-row masks (positive, negative) as tensors on the model's device, made outside the model.
+        masks = plan.run.cache.get(self._real_key) or {}
+        tensors = plan.run.cache.setdefault((self._real_key, str(device)), {})
+        for role, by_rows in masks.items():
+            for rows, mask in by_rows.items():
+                if (role, rows) not in tensors:
+                    tensors[(role, rows)] = torch.tensor(mask, dtype=torch.bool, device=device)
+        plan.scratch[self._real_key] = tensors
+
+    @property
+    def _real_key(self):
+        return (id(self), "positive real rows")
 
     def edit_block_inputs(self, args, ctx):
         view = ctx.adapter.text_view(ctx.block, args, ctx)
         if view is None:
             ctx.plan.warn_once(f"{self.label}-{ctx.block}", f"{self.label}: no text tokens found in {ctx.block}; skipped there")
             return args
-        view = self._with_positive_padding(view, ctx)
+        view = self._with_prompt_rows(view, ctx)
         edited = _reuse_or_compute(ctx, self, view, lambda: self.edit_tokens(view, ctx))
         if edited is None or edited is view.tokens:
             return args
@@ -94,16 +157,19 @@ class _TextEdit(Intervention):
         """New text tokens, the same tensor for no change, or None for 'not possible yet'."""
         raise NotImplementedError
 
-    def _with_positive_padding(self, view, ctx):
-        """Mark the positive prompt's padding rows (cond samples) where the adapter could not."""
+    def _with_prompt_rows(self, view, ctx):
+        """Mark the prompts' real rows where the adapter could not: the positive prompt's padding, and the rows
+        of either prompt that are not prompt text."""
         batch, rows = view.tokens.shape[:2]
-        if len(self.positive_real) != rows or view.real is not None:
+        masks = ctx.plan.scratch.get(self._real_key) or {}
+        positive, negative = masks.get((POSITIVE, rows)), masks.get((NEGATIVE, rows))
+        if (positive is None and negative is None) or view.real is not None:
             return view
         real = torch.ones(batch, rows, dtype=torch.bool, device=view.tokens.device)
-        positive = torch.tensor(self.positive_real, dtype=torch.bool, device=view.tokens.device)
-        for b, is_uncond in enumerate(ctx.plan.uncond_samples(batch)):
-            if not is_uncond:
-                real[b] = positive
+        for b, (is_uncond, is_negative) in enumerate(zip(ctx.plan.uncond_samples(batch), ctx.plan.negative_samples(batch))):
+            mask = positive if not is_uncond else negative if is_negative else None
+            if mask is not None:
+                real[b] = mask
         return TextView(view.tokens, real, view.put, view.take_back)
 
 
@@ -167,6 +233,7 @@ class ResidualAlignment(_TextEdit):
         return aligned if rows is None else tokens.index_copy(0, rows, aligned)
 
     def prepare_step(self, plan, device) -> None:
+        super().prepare_step(plan, device)
         # One slot per block for the latest uncond text mean, made before the model runs: inside a compiled
         # graph, storing into an existing slot keeps the guards, adding a key to a dict would not.
         plan.run.cache.setdefault(self._means_key, dict.fromkeys(self.blocks))

@@ -90,6 +90,7 @@ class TinyModel:
         n = self.negative_real_tokens if uncond else self.real_tokens
         rows = self.text_tokens_for(self.negative_text_len if uncond else self.text_len, uncond)
         before = self.extra_text_rows[2] if uncond else self.extra_text_rows[0]
+        before += self.extras.get("vision_rows", 0)     # Qwen-Image-Edit: the image's rows in front of the prompt
         return slice(rows - n, rows) if self.pad_text_to else slice(before, before + n)
 
     def clone(self):
@@ -595,6 +596,32 @@ def flux2(seed=0):
 
 
 BYT5_DIM, SIGLIP_DIM = 1472, 1152  # fixed by HunyuanVideo's ByT5Mapper and HunyuanVideo 1.5's vision_in
+QWEN_VISION_ROWS = 6   # real: one per 28x28 patch of the image as Qwen2.5-VL sees it (about 1300 at 1 MP)
+
+
+def qwen_image_edit(seed=0):
+    """Qwen-Image-Edit as TextEncodeQwenImageEdit conditions it (comfy/text_encoders/qwen_image.py): the chat
+    template cropped before the user's turn leaves <|vision_start|>, the input image's vision tokens and
+    <|vision_end|> in front of the prompt's rows; the VAE-encoded image comes as reference latents. Cond and
+    uncond see the same image, so their front rows are the same."""
+    model = qwen_image(seed)
+    gen = _generator(seed + 2)
+    front = QWEN_VISION_ROWS + 2
+    vision = _randn(gen, 1, front, TEXT_DIM)
+    reference = _randn(gen, 1, 16, 1, 16, 16)
+
+    def cond(prompt):
+        context, extras = prompt[0]
+        return _cond(torch.cat([vision, context], dim=1), **extras, reference_latents=[reference])
+
+    layout = (Segment("vision", 0, front, 0), Segment("qwen25_7b", front, front + PROMPT_TOKENS, PROMPT_TOKENS))
+    return dataclasses.replace(
+        model, family="qwen_image_edit", positive=cond(model.positive), negative=cond(model.negative),
+        text_len=front + PROMPT_TOKENS, negative_text_len=front + NEGATIVE_TOKENS, context_layout=layout,
+        txt_layout=layout, extras={"vision_rows": front},
+    )
+
+
 BYT5_ROWS, NEGATIVE_BYT5_ROWS, VISION_ROWS = 4, 3, 6
 
 
@@ -722,7 +749,7 @@ FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd
                                     wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, z_image,
                                     lumina2, flux2, hunyuan_video_15, hunyuan_image_21, ltxv, ltx2,
                                     kandinsky5, wan_vace, wan_camera, wan22_camera, wan_humo, wan_animate,
-                                    wan_fun_control, wan_s2v)}
+                                    wan_fun_control, wan_s2v, qwen_image_edit)}
 
 
 def build(family, seed=0, **depth):
