@@ -323,6 +323,8 @@ def _reference_pass(executor, adapter, plan, reference, x, t, c_concat, c_crossa
     ref_plan = dataclasses.replace(
         plan, inputs=adapter.inspect_inputs(context, ref_kwargs), chunk_roles=(NEGATIVE,), uuids=(),
         latent_shape=(1,) + tuple(plan.latent_shape[1:]), scratch={})
+    for iv in plan.active:      # what each intervention prepares per call (e.g. the prompts' real-row masks)
+        iv.prepare_step(ref_plan, x.device)
     ref_options = {**options, STEP_KEY: ref_plan, "cond_or_uncond": [1], "uuids": []}
     executor(x[:1], t[:1], first(c_concat), context, None, ref_options, **ref_kwargs)
     ref_plan.finish()

@@ -13,6 +13,7 @@ import torch
 
 from ..core.attention_stats import token_grid
 from ..core.region import token_weights_of_mask
+from .adapters import AFTER
 from .interventions import CROSS_TEXT, JOINT, Intervention
 from .prompt_rows import locate
 from .prompt_weights import COND_KEY, mismatch_message
@@ -99,12 +100,14 @@ class TokenBias(Intervention):
             self._check_encoder(weights)
             if place.note:
                 run.warn_once(f"{self.label}-rows-{place.total}", place.note)
-            elif place.rows.stop < place.total:
+            elif place.rows.stop < place.total and getattr(self.profile, "added_rows", "") != AFTER:
+                # A family whose conditioning carries rows after the prompt's (a style model's) expects them;
+                # elsewhere they can only be a prompt ConditioningConcat appended.
                 run.warn_once(f"{self.label}-appended-{place.rows.stop}", (
                     f"{self.label}: rows {place.rows.stop} to {place.total - 1} of a positive prompt come after the rows "
-                    "its weights were made for (a style model's image rows, or a prompt ConditioningConcat appended: "
-                    "it keeps only the first prompt's weights): left unweighted. To weight words of two prompts, "
-                    "write them in one TokenFocus Prompt, or use ConditioningCombine"))
+                    "its weights were made for (ConditioningConcat keeps only the first prompt's weights): left "
+                    "unweighted. To weight words of two prompts, write them in one TokenFocus Prompt, or use "
+                    "ConditioningCombine"))
             # Rows that are not the prompt's (a style model's image rows, Qwen-Image-Edit's vision rows) get no bias.
             by_uuid[cond.get("uuid")] = place.spread(self.bias_for(weights), 0.0)
         if self.weights is not None and not connected_fit:

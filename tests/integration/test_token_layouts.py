@@ -140,9 +140,14 @@ def test_qwen_image_weights_reweight_the_tiny_qwen_image_and_edit_rows_are_a_cle
                                            end_percent=1.0).args
     assert not torch.equal(tm.sample(dataclasses.replace(fitting, patcher=patched)), tm.sample(fitting))
 
+    # Token Importance signs the rows its text encodes to; an Edit conditioning's prompt rows follow the vision
+    # rows in the encoder's causal attention, so they are other values: no placement fits them.
+    from tokenfocus.runtime.prompt_weights import recognising
+
+    signed = recognising(weights, [[context, {}]])
     edit = torch.randn(1, len(weights) + 7, tm.TEXT_DIM, generator=torch.Generator().manual_seed(6))
     edited = dataclasses.replace(model, positive=[[edit, {}]], text_len=edit.shape[1], real_tokens=edit.shape[1])
-    patched, _ = TokenReweightNode.execute(edited.patcher, weights, strength=1.0, blocks="all", start_percent=0.0,
+    patched, _ = TokenReweightNode.execute(edited.patcher, signed, strength=1.0, blocks="all", start_percent=0.0,
                                            end_percent=1.0).args
     with pytest.raises(ValueError, match="TextEncodeQwenImageEdit.*vision rows"):
         tm.sample(dataclasses.replace(edited, patcher=patched))
