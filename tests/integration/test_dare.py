@@ -282,3 +282,41 @@ def test_weights_land_on_the_prompt_rows_where_the_model_pads_the_text_itself(ti
     text_start = 0 if model.joint_order == "txt_img" else first.k.shape[2] - model.text_tokens   # [img; txt]
     expected = [text_start + prompt.start + r for r in WEIGHTED_ROWS]
     assert bias_column.nonzero().flatten().tolist() == expected
+
+
+def guide(nodes, patcher, weights, scale=1.5):
+    return nodes[1].execute(patcher, weights, scale=scale, start_percent=0.0, end_percent=1.0).args
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_importance_guidance_acts_on_every_family_with_the_usual_guarantees(tiny, nodes, family):
+    """Scale 0 is bit-identical, a real scale changes the output, the same graph twice gives the same output,
+    the input model is untouched, an attention override placed after it still runs (and it still acts), and
+    weights of another row count are an error before the model runs."""
+    import comfy.patcher_extension as ext
+    from foreign_packs import CountingKernel, kjnodes_style_sage
+
+    model = tiny(family)
+    options = repr(model.patcher.model_options)
+    base = sample_with(model, model.patcher)
+    neutral, _ = guide(nodes, model.patcher, weights_for(model, nodes), scale=0.0)
+    assert torch.equal(sample_with(model, neutral), base), "scale 0 is the unguided output, bit for bit"
+    patched, _ = guide(nodes, model.patcher, weights_for(model, nodes))
+    out = sample_with(model, patched)
+    assert not torch.equal(out, base), "a real scale changes the output"
+    assert torch.equal(sample_with(model, patched), out), "the same graph twice gives the same output"
+    assert repr(model.patcher.model_options) == options and torch.equal(sample_with(model, model.patcher), base)
+
+    kernel = CountingKernel()
+    foreign_only = sample_with(model, kjnodes_style_sage(model.patcher, CountingKernel()))
+    both = sample_with(model, kjnodes_style_sage(patched, kernel))
+    assert kernel.calls, "the foreign override still runs"
+    assert (both - foreign_only).abs().max() > 1e-6, "Importance Guidance still acts"
+
+    wrong, _ = guide(nodes, model.patcher, weights_for(model, nodes, rows=model.text_len + 5))
+    ran = []
+    watched = wrong.clone()
+    watched.add_wrapper_with_key(ext.WrappersMP.APPLY_MODEL, "test-ran", lambda executor, *a, **k: ran.append(1) or executor(*a, **k))
+    with pytest.raises(ValueError, match="rows"):
+        sample_with(model, watched)
+    assert not ran, "the error comes before the first step"
