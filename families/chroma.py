@@ -3,6 +3,8 @@
 Flux-shaped: double-stream blocks with one joint call over [txt; img], then single-stream blocks over
 cat(txt, img), with the same patch keys and argument names. The text is T5 alone, unpadded (ComfyUI's
 PixArt-style T5 tokenizer, min_length 1), so every row is prompt text or its end token.
+Chroma Radiance runs the same blocks on RGB pixels, one token per 16 x 16 patch: the Inspector reads its frame
+grid from the model's own patch_size.
 """
 from __future__ import annotations
 

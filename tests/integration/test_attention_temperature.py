@@ -21,6 +21,7 @@ CASES = {
     "hunyuan_video": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
     "qwen_image": ("1", {("double_block", 1)}, {0}),                                # joint, [B, L, H*D]
     "chroma": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),
+    "chroma_radiance": ("0,s1", {("double_block", 0), ("single_block", 1)}, {0}),   # Chroma's blocks on pixels
     "ltxv": ("1", {("double_block", 1)}, {1}),                                      # text cross-attention
     "ltx2": ("1", {("double_block", 1)}, {1}),                   # the video's text cross-attention, not the audio's
     "kandinsky5": ("1", {("double_block", 1)}, {1}),             # marked by the model; self, then text cross

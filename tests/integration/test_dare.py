@@ -9,7 +9,7 @@ from recorders import AttentionRecorder
 
 STEPS = 4
 FAMILIES = ["wan21_t2v", "wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv", "z_image", "lumina2", "flux2", "hunyuan_video_15",
-            "hunyuan_image_21", "ltx2", "kandinsky5"]
+            "hunyuan_image_21", "ltx2", "kandinsky5", "chroma_radiance"]
 WEIGHTED_ROWS = (1, 3)      # two prompt tokens made important
 
 

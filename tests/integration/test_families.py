@@ -82,6 +82,14 @@ def test_every_tiny_model_is_served_by_a_family_module(tiny, family):
     assert adapter.profile.variant and adapter.profile.encoder and adapter.profile.padding_note
 
 
+def test_chroma_radiance_is_served_as_chroma_and_named_as_itself(tiny):
+    from tokenfocus.families import detect
+
+    adapter = detect(tiny("chroma_radiance").patcher)
+    assert adapter.name == "Chroma" and adapter.profile.variant == "Chroma Radiance"
+    assert (adapter.n_double, adapter.n_single) == (2, 2)
+
+
 def next_dit(**params):
     from comfy.ldm.lumina.model import NextDiT
     import comfy.ops

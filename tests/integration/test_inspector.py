@@ -13,7 +13,7 @@ from recorders import AttentionRecorder
 STEPS = 3
 FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv",
             "z_image", "lumina2", "flux2", "hunyuan_video_15", "hunyuan_image_21",
-            "ltx2", "kandinsky5"]
+            "ltx2", "kandinsky5", "chroma_radiance"]
 WEIGHTED_ROWS = (1, 3)
 
 
@@ -239,7 +239,8 @@ def not_blank(picture):
 
 
 @pytest.mark.parametrize("family, with_image", [("flux", False), ("flux", True), ("wan21_t2v", False),
-                                                ("wan21_i2v", True), ("hunyuan_video", True), ("sd3", False)])
+                                                ("wan21_i2v", True), ("hunyuan_video", True), ("sd3", False),
+                                                ("chroma_radiance", True)])
 def test_pictures_have_the_expected_size_and_are_not_blank(tiny, nodes, family, with_image):
     from tokenfocus.core import charts
 
@@ -326,6 +327,16 @@ def test_skip_layer_guidance_keeps_the_output_and_its_extra_pass_is_not_recorded
         data = h.snapshot()
         assert len(data.records) == model.double_blocks * STEPS
         assert any("repeated" in n for n in data.notes)
+
+
+def test_chroma_radiance_maps_its_16_pixel_patches(tiny, nodes):
+    """Chroma Radiance works on pixels, one token per 16 x 16 patch: a 64 x 64 image is a 4 x 4 grid."""
+    model = tiny("chroma_radiance")
+    patched, handle = inspect(nodes, model.patcher)
+    sample_with(model, patched)
+    heat = handle.snapshot().heat
+    assert heat.grid.tokens == (1, 4, 4) and heat.grid.cells == (1, 4, 4)
+    assert heat.total.shape == (16, model.real_tokens)
 
 
 def test_a_pooled_frame_grid_for_long_videos(tiny, nodes):

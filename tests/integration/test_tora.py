@@ -10,7 +10,7 @@ from recorders import BlockInputRecorder
 
 SIGMA, K, STEPS = 1.3, 2, 4
 FAMILIES = ["wan21_t2v", "wan21_i2v", "wan22_ti2v_5b", "sd3", "sd35_medium", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv",
-            "z_image", "lumina2", "flux2", "hunyuan_video_15", "hunyuan_image_21", "ltx2"]
+            "chroma_radiance", "z_image", "lumina2", "flux2", "hunyuan_video_15", "hunyuan_image_21", "ltx2"]
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_wan_context_is_decomposed_once_per_run(tiny, nodes, monkeypatch):
 
 
 @pytest.mark.parametrize("family", ["wan21_i2v", "sd3", "flux", "hunyuan_video", "qwen_image", "chroma", "ltxv", "z_image", "lumina2",
-                                    "flux2", "hunyuan_video_15", "hunyuan_image_21", "ltx2"])
+                                    "chroma_radiance", "flux2", "hunyuan_video_15", "hunyuan_image_21", "ltx2"])
 def test_alignment_rotates_the_residual_and_keeps_norms(tiny, nodes, family):
     model = tiny(family)
     marked = model.block_access == "marked"     # block 0's input is out of reach there: watch block 1

@@ -141,6 +141,8 @@ NEWER_REQUIRED_PARAMS = {
     "HunyuanVideo": ("comfy.ldm.hunyuan_video.model", "HunyuanVideoParams",
                      {"use_cond_type_embedding": False, "vision_in_dim": None, "meanflow_sum": False}),
     "Chroma": ("comfy.ldm.chroma.model", "ChromaParams", {"txt_ids_dims": [], "vec_in_dim": None}),
+    "ChromaRadiance": ("comfy.ldm.chroma_radiance.model", "ChromaRadianceParams",
+                       {"txt_ids_dims": [], "vec_in_dim": None, "use_x0": False}),
 }
 
 
@@ -553,22 +555,39 @@ def _module_or_none(name):
         return None
 
 
+CHROMA_CONFIG = {
+    "image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": TEXT_DIM,
+    "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2,
+    "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 64,
+    "hidden_dim": 32, "n_layers": 1,
+}
+
+
 def chroma(seed=0):
     # Chroma: Flux's double/single blocks with a modulation approximator instead of vec; its T5 text is not
     # padded (PixArt-style tokenizer, min_length 1). Flux's encode_adm reads pooled_output, so conds carry one.
+    return _chroma("chroma", "Chroma", dict(CHROMA_CONFIG), seed, torch.zeros(1, 16, 16, 16))
+
+
+def chroma_radiance(seed=0):
+    # Chroma Radiance: Chroma's blocks on RGB pixels, 16 x 16 pixel patches as comfy/model_detection.py sets
+    # them, decoded per patch by a small NeRF head; a 64 x 64 image is a 4 x 4 token grid.
     unet_config = {
-        "image_model": "chroma", "in_channels": 64, "out_channels": 64, "context_in_dim": TEXT_DIM,
-        "hidden_size": 64, "mlp_ratio": 4.0, "num_heads": 2, "depth": 2, "depth_single_blocks": 2,
-        "axes_dim": [8, 12, 12], "theta": 10000, "patch_size": 2, "qkv_bias": True, "in_dim": 64, "out_dim": 64,
-        "hidden_dim": 32, "n_layers": 1,
+        **CHROMA_CONFIG, "image_model": "chroma_radiance", "in_channels": 3, "out_channels": 3, "patch_size": 16,
+        "nerf_hidden_size": 16, "nerf_mlp_ratio": 2, "nerf_depth": 1, "nerf_max_freqs": 4, "nerf_tile_size": 0,
+        "nerf_final_head_type": "conv", "nerf_embedder_dtype": torch.float32,
     }
+    return _chroma("chroma_radiance", "ChromaRadiance", unet_config, seed, torch.zeros(1, 3, 64, 64))
+
+
+def _chroma(family, class_name, unet_config, seed, latent):
     gen = _generator(seed + 1)
     pos = _cond(_text(gen, PROMPT_TOKENS, PROMPT_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
     neg = _cond(_text(gen, NEGATIVE_TOKENS, NEGATIVE_TOKENS, None), pooled_output=_randn(gen, 1, POOLED_DIM))
-    patcher, model_config = _build_patcher("Chroma", unet_config, seed)
+    patcher, model_config = _build_patcher(class_name, unet_config, seed)
     layout = (Segment("t5", 0, PROMPT_TOKENS, PROMPT_TOKENS),)
     return TinyModel(
-        family="chroma", patcher=patcher, positive=pos, negative=neg, latent={"samples": torch.zeros(1, 16, 16, 16)},
+        family=family, patcher=patcher, positive=pos, negative=neg, latent={"samples": latent},
         unet_config=unet_config, model_config=model_config, double_blocks=2, single_blocks=2,
         text_len=PROMPT_TOKENS, real_tokens=PROMPT_TOKENS, context_layout=layout, txt_layout=layout,
         negative_text_len=NEGATIVE_TOKENS, negative_real_tokens=NEGATIVE_TOKENS, joint_order="txt_img",
@@ -746,8 +765,8 @@ def lumina2(seed=0):
 
 
 FAMILIES = {f.__name__: f for f in (wan21_t2v, wan21_i2v, wan22_ti2v_5b, sd3, sd35_medium, hunyuan_video, flux,
-                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, z_image,
-                                    lumina2, flux2, hunyuan_video_15, hunyuan_image_21, ltxv, ltx2,
+                                    wan21_i2v_40, wan_t2v_40, wan22_i2v_a14b_expert, qwen_image, chroma, chroma_radiance,
+                                    z_image, lumina2, flux2, hunyuan_video_15, hunyuan_image_21, ltxv, ltx2,
                                     kandinsky5, wan_vace, wan_camera, wan22_camera, wan_humo, wan_animate,
                                     wan_fun_control, wan_s2v, qwen_image_edit)}
 
