@@ -52,6 +52,6 @@ FAMILY = Family(
         PreviewDepth("kandinsky5_pro", "Kandinsky 5 Pro (video)", 60, 0, (("kandinsky5", "pro"),)),
         PreviewDepth("kandinsky5_lite", "Kandinsky 5 Lite (video)", 32, 0, (("kandinsky5",),)),
     ),
-    encoders=(),    # Token Importance does not lay out its Qwen2.5-VL + CLIP-L streams yet
+    encoders=("qwen25_7b_kandinsky5",),    # Qwen2.5-VL rows; CLIP-L gives only the pooled vector
     refuses=("Token Spacing and Residual Alignment on Kandinsky 5",),
 )

@@ -33,6 +33,12 @@ Layouts (ComfyUI v0.3.64; the 2026 host's where said):
            with '<'); the conditioning holds the Qwen2.5-VL rows only: the vision rows and the ByT5 rows of
            quoted text go in extra conds, which the model puts in front of (1.5) or after (2.1) them, so they
            get no weight here. Told from Qwen-Image by the tokenizer's ByT5 half (clip.tokenizer.byt5).
+  qwen25_7b_kandinsky5
+           Kandinsky 5 (2026 host): Kandinsky5TEModel crops its Qwen2.5-VL rows by QwenImageTEModel's rule
+           (kandinsky5.py); its templates end the user's turn at '<|im_end|>' (no assistant turn), so what survives
+           is the prompt and that '<|im_end|>'. The model's text cross-attention reads these rows; the CLIP-L
+           stream ('l') only gives the pooled vector (encode_adm), so it has no rows. With CLIPTextEncodeKandinsky5
+           the rows are those of its qwen25_7b text.
   mistral3_24b
            Flux.2 dev (2026 host): Mistral 3 over '[SYSTEM_PROMPT]...[/SYSTEM_PROMPT][INST]{}[/INST]', the whole
            template one row per token from the '<s>' start token, no padding (flux.py Flux2Tokenizer: min_length
@@ -71,6 +77,7 @@ ENCODERS = {
     "qwen3_8b": "Qwen3-8B chat template, whole (Flux.2 Klein 9B, padded to 512)",
     "qwen25_7b": "Qwen2.5-VL chat template, cropped to the user's turn (Qwen-Image text prompts)",
     "qwen25_7b_byt5": "Qwen2.5-VL chat template, cropped to the user's turn; vision and ByT5 rows come from extra conds",
+    "qwen25_7b_kandinsky5": "Qwen2.5-VL chat template, cropped to the user's turn (CLIP-L gives only the pooled vector)",
     "mistral3_24b": "Mistral 3 chat template, whole, from its start token (Flux.2 dev)",
     "gemma2_2b": "Gemma 2: start token and the prompt, unpadded (Lumina 2 / Neta)",
     "gemma3_12b": "Gemma 3 12B: start token, the prompt, then the connector's register rows (LTX-2)",
@@ -87,6 +94,7 @@ _LAYOUT_BY_STREAMS = {
     frozenset({"qwen3_8b"}): "qwen3_8b",
     frozenset({"qwen25_7b"}): "qwen25_7b",              # or qwen25_7b_byt5: _qwen25_encoder tells them apart
     frozenset({"qwen25_7b", "byt5"}): "qwen25_7b_byt5",  # HunyuanImageTokenizer, when the prompt quotes text
+    frozenset({"l", "qwen25_7b"}): "qwen25_7b_kandinsky5",  # Kandinsky5Tokenizer: CLIP-L for the pooled vector
     frozenset({"mistral3_24b"}): "mistral3_24b",
     frozenset({"gemma2_2b"}): "gemma2_2b",
     frozenset({"gemma3_12b"}): "gemma3_12b",
@@ -165,6 +173,8 @@ def context_layout(clip, text: str) -> ContextLayout:
         return _chat_template_layout(tok, streams, encoder)
     if encoder in ("qwen25_7b", "qwen25_7b_byt5"):
         return _qwen25_layout(tok, streams, _qwen25_encoder(tok))
+    if encoder == "qwen25_7b_kandinsky5":
+        return _qwen25_layout(tok, streams, encoder)
     if encoder == "mistral3_24b":
         return _mistral3_layout(tok, streams)
     if encoder in ("gemma2_2b", "gemma3_12b"):
@@ -382,7 +392,8 @@ def qwen25_template_end(ids, hunyuan_image=False) -> int:
 
 
 def _qwen25_layout(tok, streams, encoder) -> ContextLayout:
-    """Qwen-Image / HunyuanImage 2.1 / HunyuanVideo 1.5: the template cropped as the text encoder crops it."""
+    """Qwen-Image / HunyuanImage 2.1 / HunyuanVideo 1.5 / Kandinsky 5: the template cropped as the text encoder
+    crops it."""
     chunks = streams["qwen25_7b"]
     if any(isinstance(entry[0], dict) for chunk in chunks for entry in chunk):
         raise ValueError(f"Token Importance: {EDIT_NOTE}.")

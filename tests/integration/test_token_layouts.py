@@ -1,6 +1,6 @@
 """Token Importance's chat-template layouts against ComfyUI's own tokenizers and text encoders.
 
-Qwen-Image, HunyuanImage 2.1 and HunyuanVideo 1.5 (Qwen2.5-VL): ComfyUI ships the tokenizer files
+Qwen-Image, HunyuanImage 2.1, HunyuanVideo 1.5 and Kandinsky 5 (Qwen2.5-VL): ComfyUI ships the tokenizer files
 (text_encoders/qwen25_tokenizer), so the tests tokenize with them and encode with ComfyUI's own text-encoder
 class, shrunk through its `qwen25_7b_model_config` option (uninitialised weights: only the row count is read).
 
@@ -17,7 +17,7 @@ import types
 import pytest
 import torch
 from comfy_env import host_lacks
-from test_tokens import encoded_rows, make_clip
+from test_tokens import TINY_CLIP, encoded_rows, make_clip
 
 from tokenfocus.runtime.tokens import build_token_weights, context_layout, token_rows
 
@@ -47,12 +47,33 @@ def word_rows(ids, decode, word):
     return rows
 
 
-# ---------------------------------------------------------------- Qwen2.5-VL: Qwen-Image, HunyuanImage 2.1, HunyuanVideo 1.5
+# ------------------------------------------------- Qwen2.5-VL: Qwen-Image, HunyuanImage 2.1, HunyuanVideo 1.5, Kandinsky 5
+
+KANDINSKY5_TINY = {**QWEN_TINY, "clip_l_model_config": TINY_CLIP}
+
+
+def kandinsky5_encoders():
+    try:
+        import comfy.text_encoders.kandinsky5 as kandinsky5
+    except ImportError:
+        host_lacks("comfy.text_encoders.kandinsky5 (Kandinsky 5's text encoder)")
+    return kandinsky5
+
+
+def kandinsky5_clip(kind):
+    """Kandinsky 5's tokenizer (video, or image: another system prompt) and text encoder: Qwen2.5-VL, plus CLIP-L
+    for the pooled vector."""
+    kandinsky5 = kandinsky5_encoders()
+    tokenizer = kandinsky5.Kandinsky5TokenizerImage() if kind == "kandinsky5_image" else kandinsky5.Kandinsky5Tokenizer()
+    return make_clip(tokenizer, kandinsky5.te()(model_options=KANDINSKY5_TINY))
+
 
 def qwen_clip(kind):
     import comfy.text_encoders.hunyuan_image as hunyuan_image
     import comfy.text_encoders.qwen_image as qwen_image
 
+    if kind.startswith("kandinsky5"):
+        return kandinsky5_clip(kind)
     if kind == "qwen_image":
         return make_clip(qwen_image.QwenImageTokenizer(), qwen_image.te()(model_options=QWEN_TINY))
     te = hunyuan_image.te(byt5=False)(model_options=QWEN_TINY)  # the ByT5 rows go to an extra cond, not the rows
@@ -65,7 +86,11 @@ def qwen_clip(kind):
     return make_clip(HunyuanVideo15Tokenizer(), te)
 
 
-QWEN_KINDS = [("qwen_image", "qwen25_7b"), ("hunyuan_image_21", "qwen25_7b_byt5"), ("hunyuan_video_15", "qwen25_7b_byt5")]
+QWEN_KINDS = [("qwen_image", "qwen25_7b"), ("hunyuan_image_21", "qwen25_7b_byt5"), ("hunyuan_video_15", "qwen25_7b_byt5"),
+              ("kandinsky5", "qwen25_7b_kandinsky5"), ("kandinsky5_image", "qwen25_7b_kandinsky5")]
+# What the crop keeps after the prompt: Qwen-Image's and HunyuanVideo 1.5's templates open the assistant's turn.
+TEMPLATE_TAIL = {"qwen_image": ["<|im_end|>", "Ċ", "<|im_start|>", "assistant", "Ċ"],
+                 "hunyuan_video_15": ["<|im_end|>", "Ċ", "<|im_start|>", "assistant", "Ċ"]}
 
 
 @pytest.mark.parametrize("kind, encoder", QWEN_KINDS)
@@ -92,7 +117,7 @@ def test_qwen25_prompt_rows_are_exactly_the_prompt_and_a_word_lands_on_its_own_r
     assert real_ids == hf(PROMPT)["input_ids"], "the prompt's rows are its tokens, re-tokenized alone"
     assert hf.decode(real_ids) == PROMPT
     tail = [label for label, r in zip(tw.labels, tw.real) if not r]
-    assert tail == (["<|im_end|>", "Ċ", "<|im_start|>", "assistant", "Ċ"] if kind != "hunyuan_image_21" else ["<|im_end|>"])
+    assert tail == TEMPLATE_TAIL.get(kind, ["<|im_end|>"])
     decode = hf.decode
     # 'Sunflower' and 'sunflower', not 'sunflowers'; 'red hat' as a phrase; template rows stay at 1.
     assert weighted(tw, 2.0) == word_rows(kept, decode, "sunflower") and len(weighted(tw, 2.0)) == 4
@@ -153,22 +178,41 @@ def test_qwen_image_weights_reweight_the_tiny_qwen_image_and_edit_rows_are_a_cle
         tm.sample(dataclasses.replace(edited, patcher=patched))
 
 
-def test_hunyuan_video_15_weights_land_on_its_qwen_rows(tiny):
-    """Weights from HunyuanVideo 1.5's own tokenizer fit its conditioning (the Qwen2.5-VL rows); the vision and
-    ByT5 rows the model adds in front get none, and the reweighting changes the output."""
+def reweighting_changes_output(model, weights) -> bool:
+    """Token Reweighting with `weights` on a tiny model conditioned by as many rows (its other conds kept)."""
     import dataclasses
 
     import tiny_models as tm
     from tokenfocus.nodes.dare import TokenReweightNode
 
-    model = tiny("hunyuan_video_15")
-    weights = build_token_weights(qwen_clip("hunyuan_video_15"), "a red hat and a sunflower", "sunflower:3")
     context = torch.randn(1, len(weights), tm.TEXT_DIM, generator=torch.Generator().manual_seed(5))
     model = dataclasses.replace(model, positive=[[context, model.positive[0][1]]], text_len=len(weights),
                                 real_tokens=len(weights))
-    patched, report = TokenReweightNode.execute(model.patcher, weights, strength=1.0, blocks="all",
-                                                start_percent=0.0, end_percent=1.0).args
-    assert not torch.equal(tm.sample(dataclasses.replace(model, patcher=patched)), tm.sample(model))
+    patched, _ = TokenReweightNode.execute(model.patcher, weights, strength=1.0, blocks="all", start_percent=0.0,
+                                           end_percent=1.0).args
+    return not torch.equal(tm.sample(dataclasses.replace(model, patcher=patched)), tm.sample(model))
+
+
+def test_hunyuan_video_15_weights_land_on_its_qwen_rows(tiny):
+    """Weights from HunyuanVideo 1.5's own tokenizer fit its conditioning (the Qwen2.5-VL rows); the vision and
+    ByT5 rows the model adds in front get none, and the reweighting changes the output."""
+    model = tiny("hunyuan_video_15")
+    weights = build_token_weights(qwen_clip("hunyuan_video_15"), "a red hat and a sunflower", "sunflower:3")
+    assert reweighting_changes_output(model, weights)
+
+
+def test_kandinsky5_clip_l_stream_adds_no_rows_and_weights_reweight_the_tiny_kandinsky5(tiny):
+    """Kandinsky 5's tokens hold a CLIP-L stream beside the Qwen2.5-VL one; CLIP-L only gives the pooled vector, so
+    the weights cover the Qwen2.5-VL rows alone, fit the conditioning the model's text cross-attention reads, and
+    Token Reweighting with them changes the tiny Kandinsky 5's output."""
+    clip = kandinsky5_clip("kandinsky5")
+    text = "a red hat and a sunflower"
+    assert set(clip.tokenize(text)) == {"qwen25_7b", "l"}
+    weights = build_token_weights(clip, text, "sunflower:3")
+    assert weights.encoder == "qwen25_7b_kandinsky5" and len(weights) == encoded_rows(clip, text)
+    assert "".join(weights.labels[i] for i in weighted(weights, 3.0)) == "Ġsunflower"
+
+    assert reweighting_changes_output(tiny("kandinsky5"), weights)
 
 
 # ---------------------------------------------------------------- Flux.2 dev: Mistral 3 (stand-in vocabulary)
@@ -349,15 +393,23 @@ def test_unknown_layout_is_still_a_clear_error_naming_the_new_layouts(comfy):
         token_rows(make_clip(comfy.sdxl_clip.SDXLTokenizer()), "a cat")
 
 
-def test_tokenfocus_prompt_on_qwen_image_is_clip_text_encode_with_weights_on_the_prompt_rows(comfy):
-    """TokenFocus Prompt on Qwen-Image's real CLIP: the conditioning is CLIP Text Encode's of the plain text, and
-    its weights (one per cropped row) sit on the words that carried them."""
+@pytest.mark.parametrize("kind", ["qwen_image", "kandinsky5"])
+def test_tokenfocus_prompt_on_qwen_image_is_clip_text_encode_with_weights_on_the_prompt_rows(comfy, kind):
+    """TokenFocus Prompt on Qwen-Image's (and Kandinsky 5's) real CLIP: the conditioning is CLIP Text Encode's of the
+    plain text, and its weights (one per cropped row) sit on the words that carried them."""
     from comfy.sd import CLIP
-    from comfy.text_encoders import qwen_image
     from tokenfocus.nodes.prompt import TokenFocusPromptNode
 
-    target = types.SimpleNamespace(params={}, clip=qwen_image.te(), tokenizer=qwen_image.QwenImageTokenizer)
-    clip = CLIP(target=target, tokenizer_data={}, model_options=QWEN_TINY)
+    if kind == "kandinsky5":
+        kandinsky5 = kandinsky5_encoders()
+        target = types.SimpleNamespace(params={}, clip=kandinsky5.te(), tokenizer=kandinsky5.Kandinsky5Tokenizer)
+        options = KANDINSKY5_TINY
+    else:
+        from comfy.text_encoders import qwen_image
+
+        target = types.SimpleNamespace(params={}, clip=qwen_image.te(), tokenizer=qwen_image.QwenImageTokenizer)
+        options = QWEN_TINY
+    clip = CLIP(target=target, tokenizer_data={}, model_options=options)
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for name, p in clip.cond_stage_model.named_parameters():
@@ -370,4 +422,4 @@ def test_tokenfocus_prompt_on_qwen_image_is_clip_text_encode_with_weights_on_the
     for label, w in zip(weights.labels, weights.weights):
         by_weight.setdefault(w, []).append(label.replace("Ġ", ""))
     assert by_weight[1.5] == ["red"] and "".join(by_weight[1.3]) == "snowymountains"
-    assert [label for label, r in zip(weights.labels, weights.real) if not r] == ["<|im_end|>", "Ċ", "<|im_start|>", "assistant", "Ċ"]
+    assert [label for label, r in zip(weights.labels, weights.real) if not r] == TEMPLATE_TAIL.get(kind, ["<|im_end|>"])
