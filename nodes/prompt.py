@@ -42,6 +42,17 @@ class TokenFocusPromptNode(io.ComfyNode):
                     tooltip="Multiply in the automatic semantic-density estimate (function words and punctuation "
                     "low, rare content words high), as in Token Importance.",
                 ),
+                io.Image.Input(
+                    "image", optional=True,
+                    tooltip="Qwen-Image-Edit: the image to edit. The prompt is then encoded as ComfyUI's "
+                    "TextEncodeQwenImageEdit does (its vision rows in front of the prompt's), and the weights sit on "
+                    "the prompt's own rows.",
+                ),
+                io.Vae.Input(
+                    "vae", optional=True,
+                    tooltip="Qwen-Image-Edit: the VAE that makes the image's reference latent, as for "
+                    "TextEncodeQwenImageEdit.",
+                ),
             ],
             outputs=[
                 io.Conditioning.Output(display_name="CONDITIONING", tooltip="The prompt, encoded as CLIP Text Encode does; the weights ride along."),
@@ -56,7 +67,7 @@ class TokenFocusPromptNode(io.ComfyNode):
         return f"TokenFocus Prompt: {problem}" if problem else True
 
     @classmethod
-    def execute(cls, clip, text, density=False) -> io.NodeOutput:
+    def execute(cls, clip, text, density=False, image=None, vae=None) -> io.NodeOutput:
         from ..runtime.prompt_weights import attach
         from ..runtime.tokens import prompt_token_weights
 
@@ -64,6 +75,31 @@ class TokenFocusPromptNode(io.ComfyNode):
             raise ValueError("TokenFocus Prompt needs a CLIP: the checkpoint or loader gave none.")
         check_prompt_syntax(text)
         weights, plain = prompt_token_weights(clip, parse_weights(text), text, use_density=bool(density))
-        # What CLIP Text Encode does with the plain text: the same tokens, the same conditioning.
-        conditioning, attached = attach(clip.encode_from_tokens_scheduled(clip.tokenize(plain)), weights)
+        if image is None and vae is None:
+            # What CLIP Text Encode does with the plain text: the same tokens, the same conditioning.
+            conditioning, attached = attach(clip.encode_from_tokens_scheduled(clip.tokenize(plain)), weights)
+        else:
+            conditioning, attached = attach(_qwen_image_edit(clip, plain, image, vae, weights.encoder), weights,
+                                            prompt_last=True)
         return io.NodeOutput(conditioning, attached[0], attached[0].describe())
+
+
+def _qwen_image_edit(clip, plain: str, image, vae, encoder: str) -> list:
+    """The conditioning ComfyUI's TextEncodeQwenImageEdit makes (its own node, called as it is)."""
+    import importlib
+
+    if image is None:
+        raise ValueError("TokenFocus Prompt: a VAE is connected but no image; connect the image to edit "
+                         "(Qwen-Image-Edit), or neither.")
+    if encoder != "qwen25_7b":
+        raise ValueError(f"TokenFocus Prompt: an image is connected, which only Qwen-Image-Edit's text encoder takes; "
+                         f"this CLIP encodes with the '{encoder}' layout. Disconnect the image, or load Qwen-Image's "
+                         "text encoder.")
+    for module in ("comfy_extras.nodes_qwen", "comfy_extras.nodes.nodes_qwen"):    # upstream; packaged ComfyUI
+        try:
+            node = getattr(importlib.import_module(module), "TextEncodeQwenImageEdit", None)
+        except ImportError:
+            continue
+        if node is not None:
+            return node.execute(clip, plain, vae=vae, image=image).args[0]
+    raise ValueError("TokenFocus Prompt: this ComfyUI has no TextEncodeQwenImageEdit node to encode the image with.")

@@ -74,13 +74,20 @@ def same_rows(signed: bytes, context: torch.Tensor) -> bool:
     return bool(((theirs - ours).norm(dim=-1) <= SIGNATURE_TOLERANCE * size + floor).all())
 
 
-def attach(conditioning: list, weights: TokenWeights) -> tuple[list, list]:
-    """(conditioning with the weights in each cond's dict, one PromptWeights per cond)."""
+def attach(conditioning: list, weights: TokenWeights, prompt_last: bool = False) -> tuple[list, list]:
+    """(conditioning with the weights in each cond's dict, one PromptWeights per cond).
+
+    prompt_last: the conditioning holds other rows in front of the prompt's (Qwen-Image-Edit's vision rows):
+    the weights describe, and their digest is of, its last rows."""
     out, attached = [], []
     for context, extras in conditioning:
-        _check_rows(weights, context)
+        if prompt_last and context.shape[1] > len(weights):
+            rows = context[:, context.shape[1] - len(weights):]
+        else:
+            _check_rows(weights, context)
+            rows = context
         bound = PromptWeights(labels=weights.labels, weights=weights.weights, real=weights.real,
-                              encoder=weights.encoder, prompt=weights.prompt, fingerprint=fingerprint(context))
+                              encoder=weights.encoder, prompt=weights.prompt, fingerprint=fingerprint(rows))
         out.append([context, {**extras, COND_KEY: bound}])
         attached.append(bound)
     return out, attached

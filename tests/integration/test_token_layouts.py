@@ -423,3 +423,86 @@ def test_tokenfocus_prompt_on_qwen_image_is_clip_text_encode_with_weights_on_the
         by_weight.setdefault(w, []).append(label.replace("Ġ", ""))
     assert by_weight[1.5] == ["red"] and "".join(by_weight[1.3]) == "snowymountains"
     assert [label for label, r in zip(weights.labels, weights.real) if not r] == TEMPLATE_TAIL.get(kind, ["<|im_end|>"])
+
+
+def qwen_edit_clip(hidden):
+    """Qwen-Image's real CLIP (tokenizer files as shipped, ComfyUI's own encoder), shrunk to `hidden` wide, with
+    a tiny Qwen2.5-VL vision tower of ComfyUI's own class in place of the 32-layer one."""
+    from comfy.sd import CLIP
+    from comfy.text_encoders import qwen_image
+    from comfy.text_encoders.qwen_vl import Qwen2VLVisionTransformer
+    import comfy.ops
+
+    options = {"qwen25_7b_model_config": {**QWEN_TINY["qwen25_7b_model_config"], "hidden_size": hidden,
+                                          "intermediate_size": hidden}}
+    target = types.SimpleNamespace(params={}, clip=qwen_image.te(), tokenizer=qwen_image.QwenImageTokenizer)
+    clip = CLIP(target=target, tokenizer_data={}, model_options=options)
+    owner = next(m for m in clip.cond_stage_model.modules() if isinstance(getattr(m, "visual", None), torch.nn.Module))
+    owner.visual = Qwen2VLVisionTransformer(hidden_size=32, output_hidden_size=hidden, intermediate_size=32, num_heads=2,
+                                            num_layers=1, dtype=torch.float32, ops=comfy.ops.disable_weight_init)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in clip.cond_stage_model.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    return clip
+
+
+def test_tokenfocus_prompt_with_an_image_encodes_as_qwen_image_edit_and_weights_the_prompt_rows(comfy, tiny, caplog):
+    """TokenFocus Prompt given the image to edit: its CONDITIONING is TextEncodeQwenImageEdit's, bit for bit (the
+    vision rows in front of the prompt's), its weights sit on the prompt's own rows, and Token Reweighting and
+    Token Spacing on the tiny Qwen-Image read them there (the vision rows left out: no 'all rows count' note)."""
+    import dataclasses
+    import importlib
+    import logging
+
+    import tiny_models as tm
+    from recorders import AttentionRecorder
+    from test_added_rows import bias_rows
+    from tokenfocus.nodes.dare import TokenReweightNode
+    from tokenfocus.nodes.prompt import TokenFocusPromptNode
+    from tokenfocus.nodes.tora import TokenSpacingNode
+
+    edit_node = None
+    for module in ("comfy_extras.nodes_qwen", "comfy_extras.nodes.nodes_qwen"):
+        try:
+            edit_node = getattr(importlib.import_module(module), "TextEncodeQwenImageEdit", None) or edit_node
+        except ImportError:
+            pass
+    if edit_node is None:
+        host_lacks("the TextEncodeQwenImageEdit node")
+    clip = qwen_edit_clip(tm.TEXT_DIM)
+    image = torch.rand(1, 56, 84, 3, generator=torch.Generator().manual_seed(1))
+    text = "put a (red:2) hat on the cat"
+    conditioning, weights, _ = TokenFocusPromptNode.execute(clip, text, False, image=image).args
+    expected = edit_node.execute(clip, "put a red hat on the cat", image=image).args[0]
+    context = conditioning[0][0]
+    assert torch.equal(context, expected[0][0])
+    plain_rows = comfy.nodes.CLIPTextEncode().encode(clip, "put a red hat on the cat")[0][0][0].shape[1]
+    assert len(weights) == plain_rows < context.shape[1], "the vision rows come in front of the prompt's"
+    assert [label.replace("Ġ", "") for label, w in zip(weights.labels, weights.weights) if w == 2.0] == ["red"]
+
+    model = tiny("qwen_image")
+    negative = edit_node.execute(clip, "", image=image).args[0]
+    edited = dataclasses.replace(model, positive=conditioning, negative=negative, text_len=context.shape[1],
+                                 real_tokens=context.shape[1])
+    base = tm.sample(edited)
+    recorder = AttentionRecorder(model.double_blocks)
+    reweighted, _ = TokenReweightNode.execute(recorder.before(model.patcher), None, strength=1.0, blocks="all",
+                                              start_percent=0.0, end_percent=1.0).args
+    assert not torch.equal(tm.sample(dataclasses.replace(edited, patcher=recorder.after(reweighted))), base)
+    front = context.shape[1] - len(weights)
+    assert bias_rows(recorder) == [front + i for i, w in enumerate(weights.weights) if w != 1.0], \
+        "the bias sits on the prompt's weighted rows, behind the vision rows"
+    spaced, _ = TokenSpacingNode.execute(model.patcher, sigma=1.3, k_mode="auto", fixed_k=8, blocks="all",
+                                         start_percent=0.0, end_percent=1.0, apply_to="cond and uncond").args
+    with caplog.at_level(logging.WARNING, logger="TokenFocus"):
+        assert not torch.equal(tm.sample(dataclasses.replace(edited, patcher=spaced)), base)
+    assert "count as text" not in caplog.text and "rows" not in caplog.text, caplog.text
+
+
+def test_tokenfocus_prompt_refuses_an_image_for_a_text_encoder_that_takes_none(comfy):
+    from tokenfocus.nodes.prompt import TokenFocusPromptNode
+
+    clip = make_clip(__import__("comfy.text_encoders.flux", fromlist=["FluxTokenizer"]).FluxTokenizer())
+    with pytest.raises(ValueError, match="only Qwen-Image-Edit's text encoder takes"):
+        TokenFocusPromptNode.execute(clip, "a (red:2) hat", False, image=torch.rand(1, 56, 56, 3))
