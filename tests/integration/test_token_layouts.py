@@ -506,3 +506,21 @@ def test_tokenfocus_prompt_refuses_an_image_for_a_text_encoder_that_takes_none(c
     clip = make_clip(__import__("comfy.text_encoders.flux", fromlist=["FluxTokenizer"]).FluxTokenizer())
     with pytest.raises(ValueError, match="only Qwen-Image-Edit's text encoder takes"):
         TokenFocusPromptNode.execute(clip, "a (red:2) hat", False, image=torch.rand(1, 56, 56, 3))
+
+
+def test_tokenfocus_prompt_with_an_image_weights_a_prompt_that_starts_with_a_line_break_on_its_words(comfy):
+    """Text-only, the template's line break merges with the prompt's and the crop keeps two template rows more;
+    behind the vision rows it does not: the weights are aligned from the end, so each word's weight still sits
+    on that word's row (the extra front rows carry weight 1: no bias). A VAE without an image is an error."""
+    from tokenfocus.nodes.prompt import TokenFocusPromptNode
+
+    clip = qwen_edit_clip(8)
+    image = torch.rand(1, 56, 56, 3)
+    _, flat, _ = TokenFocusPromptNode.execute(clip, "a (red:2) hat", False, image=image).args
+    _, broken, _ = TokenFocusPromptNode.execute(clip, "\na (red:2) hat", False, image=image).args
+    assert len(broken) > len(flat)
+    red_from_end = [len(w) - i for w in (flat, broken) for i, v in enumerate(w.weights) if v == 2.0]
+    assert red_from_end[0] == red_from_end[1], "the weighted word keeps its row counted from the end"
+    assert all(v == 1.0 for v in broken.weights[:len(broken) - len(flat)])
+    with pytest.raises(ValueError, match="a VAE is connected but no image"):
+        TokenFocusPromptNode.execute(clip, "a (red:2) hat", False, vae=object())
