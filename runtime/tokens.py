@@ -353,8 +353,8 @@ def _special_pieces(sub) -> frozenset:
 # Qwen2.5-VL ids that QwenImageTEModel.encode_token_weights looks for when it crops the template.
 _IM_START, _QWEN_USER, _QWEN_NEWLINE, _QWEN_LT = 151644, 872, 198, 27
 EDIT_NOTE = ("Qwen-Image-Edit's conditioning (TextEncodeQwenImageEdit / Plus) also holds the input images' vision "
-             "rows, so weights from Token Importance (text only) cannot fit it: Token Importance supports "
-             "Qwen-Image's text prompts, not Edit's")
+             "rows, so weights from Token Importance (text only) cannot fit it: to weight the words of an edit, "
+             "give TokenFocus Prompt the image (and VAE) in place of TextEncodeQwenImageEdit")
 
 
 def rows_mismatch_note(encoder: str, weight_rows: int, context_rows: int) -> str:
