@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .adapters import AFTER, BEFORE
-from .prompt_weights import fingerprint, same_rows
+from .prompt_weights import COND_KEY, fingerprint, mismatch_message, same_rows
 
 
 @dataclass(frozen=True)
@@ -37,22 +37,15 @@ class PromptRows:
 
 def locate(weights, total: int, context=None, profile=None, label: str = "") -> PromptRows | None:
     """Where `weights` (len = the prompt's rows) sit among `total` conditioning rows; None: they do not fit.
-    context: the conditioning tensor [1, total, d], to check a digest the weights carry."""
+    context: the conditioning tensor [1, total, d], to check the digest or signature the weights carry."""
     n = len(weights)
     if n > total:
         return None
-    digest = getattr(weights, "fingerprint", "")
-    if digest and context is not None:
-        if fingerprint(context, n) == digest:
+    known = _identity(weights)
+    if known is not None and context is not None:
+        if known(context[:, :n]):
             return PromptRows(slice(0, n), total)
-        if n < total and _side(profile) == BEFORE and fingerprint(context[:, total - n:]) == digest:
-            return PromptRows(slice(total - n, total), total)
-        return None
-    signed = getattr(weights, "signature", b"")
-    if signed and context is not None:
-        if same_rows(signed, context[:, :n]):
-            return PromptRows(slice(0, n), total)
-        if n < total and _side(profile) == BEFORE and same_rows(signed, context[:, total - n:]):
+        if n < total and _side(profile) == BEFORE and known(context[:, total - n:]):
             return PromptRows(slice(total - n, total), total)
         return None
     if n == total:
@@ -67,6 +60,45 @@ def locate(weights, total: int, context=None, profile=None, label: str = "") -> 
             f"{n} rows are taken as the prompt's and the {other} as {profile.added_rows_note}, which are left out "
             "(the weights carry no digest of their rows to check this; TokenFocus Prompt's do)")
     return PromptRows(rows, total, note)
+
+
+def place_prompts(positive: list, connected, profile, label: str, run) -> list:
+    """(cond, context, weights, place) per positive cond with a text context: the connected weights where they
+    fit, else the weights the cond carries (TokenFocus Prompt), else (None, None). Errors here, before the
+    first step: carried weights that do not fit their cond, connected weights that fit no positive cond. A
+    placement that is not exact is said once in the log."""
+    found, connected_fit = [], False
+    for cond in positive:
+        context = cond.get("cross_attn")
+        if context is None:
+            continue
+        weights, place = connected, None
+        if connected is not None:
+            place = locate(connected, context.shape[1], context, profile, label)
+            connected_fit = connected_fit or place is not None
+        if place is None:
+            weights = cond.get(COND_KEY)
+            place = None if weights is None else locate(weights, context.shape[1], context, profile, label)
+            if weights is not None and place is None:
+                raise ValueError(mismatch_message(label, weights, context))
+        if place is not None and place.note:
+            run.warn_once(f"{label}-rows-{place.total}", place.note)
+        found.append((cond, context, weights if place is not None else None, place))
+    if connected is not None and found and not connected_fit:
+        raise ValueError(mismatch_message(label, connected, found[0][1]))
+    return found
+
+
+def _identity(weights):
+    """A test of rows against what the weights know of theirs: the exact digest (TokenFocus Prompt), the
+    signature up to rounding (Token Importance); None for weights that only count rows."""
+    digest = getattr(weights, "fingerprint", "")
+    if digest:
+        return lambda rows: fingerprint(rows) == digest
+    signed = getattr(weights, "signature", b"")
+    if signed:
+        return lambda rows: same_rows(signed, rows)
+    return None
 
 
 def _side(profile) -> str:

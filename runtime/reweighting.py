@@ -15,8 +15,7 @@ from ..core.attention_stats import token_grid
 from ..core.region import token_weights_of_mask
 from .adapters import AFTER
 from .interventions import CROSS_TEXT, JOINT, Intervention
-from .prompt_rows import locate
-from .prompt_weights import COND_KEY, mismatch_message
+from .prompt_rows import place_prompts
 from .state import PASS_KEY, POSITIVE, RUN_KEY
 
 # Suppression is a large finite bias: -inf would turn 0·(-inf) into NaN for the unbiased queries.
@@ -83,24 +82,12 @@ class TokenBias(Intervention):
         error here, before the first step."""
         if self.region is not None and len(latent_shape) in (4, 5):
             self._region_on(token_grid(latent_shape, self.patch), run, "cpu")    # a mask that cannot fit fails here
-        by_uuid, connected_fit = {}, False
-        for cond in positive:
-            context = cond.get("cross_attn")
-            if context is None:
-                continue
-            # Connected weights go to the prompt they fit; another prompt keeps the weights it carries.
-            place = self._locate(self.weights, context)
-            connected_fit = connected_fit or place is not None
-            weights = self.weights if place is not None else cond.get(COND_KEY)
+        by_uuid = {}
+        for cond, _context, weights, place in place_prompts(positive, self.weights, self.profile, self.label, run):
             if weights is None:
                 continue
-            place = place or self._locate(weights, context)
-            if place is None:
-                raise ValueError(mismatch_message(self.label, weights, context))
             self._check_encoder(weights)
-            if place.note:
-                run.warn_once(f"{self.label}-rows-{place.total}", place.note)
-            elif place.rows.stop < place.total and getattr(self.profile, "added_rows", "") != AFTER:
+            if not place.note and place.rows.stop < place.total and getattr(self.profile, "added_rows", "") != AFTER:
                 # A family whose conditioning carries rows after the prompt's (a style model's) expects them;
                 # elsewhere they can only be a prompt ConditioningConcat appended.
                 run.warn_once(f"{self.label}-appended-{place.rows.stop}", (
@@ -110,10 +97,6 @@ class TokenBias(Intervention):
                     "ConditioningCombine"))
             # Rows that are not the prompt's (a style model's image rows, Qwen-Image-Edit's vision rows) get no bias.
             by_uuid[cond.get("uuid")] = place.spread(self.bias_for(weights), 0.0)
-        if self.weights is not None and not connected_fit:
-            context = next((c["cross_attn"] for c in positive if c.get("cross_attn") is not None), None)
-            if context is not None:
-                raise ValueError(mismatch_message(self.label, self.weights, context))
         if self.weights is None and not by_uuid:
             raise ValueError(
                 f"{self.label}: no token weights. Encode the positive prompt with TokenFocus Prompt (its weights "
@@ -133,11 +116,6 @@ class TokenBias(Intervention):
             raise ValueError(
                 f"{self.label}: the token weights come from a '{weights.encoder}' text encoder, but this model "
                 f"is conditioned by '{self.encoder}'. Encode the prompt with the CLIP that goes with this model.")
-
-    def _locate(self, weights, context):
-        if weights is None:
-            return None
-        return locate(weights, context.shape[1], context, self.profile, self.label)
 
     def prepare_step(self, plan, device) -> None:
         """The bias tensor of each sample of this model call (None: unweighted), built outside the model."""

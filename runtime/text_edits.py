@@ -20,8 +20,7 @@ from ..core.rotation import align_residual
 from ..core.spacing import choose_k, decompose, masked_mean, on_real_rows, real_rows_mask, space_tokens
 from .adapters import TextView
 from .interventions import Intervention
-from .prompt_rows import locate
-from .prompt_weights import COND_KEY, mismatch_message
+from .prompt_rows import place_prompts
 from .state import NEGATIVE, NEGATIVE_CONDS_KEY, POSITIVE, UNCOND_THIS_STEP
 
 
@@ -67,33 +66,15 @@ class _TextEdit(Intervention):
     def start_run(self, positive: list, run, latent_shape: tuple = ()) -> None:
         """Per row count of the positive conds: which rows are the prompt's real ones (an error here, before the
         first step, for connected weights that fit no positive prompt)."""
-        masks, placed, contexts, connected_fit = {}, [], [], False
-        for cond in positive:
-            context = cond.get("cross_attn")
-            if context is None:
-                continue
+        masks, placed = {}, []
+        for cond, context, weights, place in place_prompts(positive, self.weights, self.profile, self.label, run):
             rows = context.shape[1]
-            contexts.append(context)
-            # Connected weights go to the prompt they fit; another prompt keeps the weights it carries.
-            weights, place = self.weights, None
-            if weights is not None:
-                place = locate(weights, rows, context, self.profile, self.label)
-                connected_fit = connected_fit or place is not None
-            if place is None:
-                weights = cond.get(COND_KEY)
-                place = None if weights is None else locate(weights, rows, context, self.profile, self.label)
-                if weights is not None and place is None:
-                    raise ValueError(mismatch_message(self.label, weights, context))
             if place is None:
                 self._say_what_counts(cond, rows, run)
                 continue
-            if place.note:
-                run.warn_once(f"{self.label}-rows-{rows}", place.note)
             masks[rows] = place.spread(weights.real, False)
             if place.rows != slice(0, rows):
                 placed.append((context, place))
-        if self.weights is not None and contexts and not connected_fit:
-            raise ValueError(mismatch_message(self.label, self.weights, contexts[0]))
         run.cache[self._real_key] = {POSITIVE: masks, NEGATIVE: self._negative_rows(placed, run)}
 
     @staticmethod
